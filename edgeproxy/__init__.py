@@ -1,0 +1,1 @@
+"""edgeproxy: a Twisted caching reverse proxy that serves and renders images at the edge."""

@@ -1,0 +1,311 @@
+"""
+The INI configuration, loaded into typed, validated objects. Every problem stops
+start-up with one line that names the file, section, key and what is wrong, so
+nothing ever starts half-configured.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from twisted.internet.endpoints import serverFromString
+
+from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
+from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
+
+T = TypeVar("T")
+ORIGIN_KINDS = ("local", "shards")
+FORMATS = ("jpg", "png", "webp", "avif")
+_REQUIRED = object()
+_SIZE = re.compile(r"\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*")
+_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min)?\s*")
+_SECONDS = {None: 1.0, "s": 1.0, "ms": 0.001, "min": 60.0}
+_TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
+TEMPLATE_NAMES = frozenset({"hash", "ext", "p2", "p4", "p6"})
+
+
+class ConfigError(Exception):
+    """A configuration that must not be put in force; str() is the one line to print."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    listen: tuple[str, ...]
+    admin_listen: tuple[str, ...]
+    hostnames: frozenset[bytes]
+    extensions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    memory_bytes: int
+    max_object_bytes: int
+    disk_path: str
+    disk_bytes: int
+
+
+@dataclass(frozen=True)
+class OriginsConfig:
+    chain: tuple[str, ...]
+    timeout: float
+    connect_timeout: float
+    max_body_bytes: int
+    connections_per_host: int
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    root: str
+    path_template: str
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    tokenmap_path: str
+    tokenmap: TokenMap
+    path_template: str
+
+
+@dataclass(frozen=True)
+class ResizeConfig:
+    presets: dict[str, Geometry]
+    allowed_sizes: frozenset[Geometry]
+    max_dimension: int
+    quality: int
+    source_ext: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    edge: EdgeConfig
+    cache: CacheConfig
+    origins: OriginsConfig
+    local: LocalConfig | None
+    shards: ShardsConfig | None
+    resize: ResizeConfig
+
+    def url_grammar(self) -> UrlGrammar:
+        return UrlGrammar(
+            extensions=self.edge.extensions,
+            formats=frozenset(FORMATS),
+            presets=self.resize.presets,
+            allowed_sizes=self.resize.allowed_sizes,
+            max_dimension=self.resize.max_dimension,
+            source_ext=self.resize.source_ext,
+        )
+
+
+class _Section:
+    """Typed access to one section; every failure names file, section and key."""
+
+    def __init__(self, parser: configparser.ConfigParser, path: str, name: str):
+        self._parser = parser
+        self.path = path
+        self.name = name
+
+    def fail(self, key: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.path}: [{self.name}] {key}: {what}")
+
+    def get(self, key: str, parse: Callable[[str], T], default: object = _REQUIRED) -> T:
+        raw = self._parser.get(self.name, key, fallback=None)
+        if raw is None or not raw.strip():
+            if default is _REQUIRED:
+                raise self.fail(key, "missing (required)")
+            return default  # type: ignore[return-value]
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def file(self, key: str, default: object = _REQUIRED) -> str:
+        """A path, relative to the config file's folder."""
+        return self.get(key, lambda raw: os.path.join(os.path.dirname(self.path), raw), default)
+
+
+def parse_size(raw: str) -> int:
+    match = _SIZE.fullmatch(raw)
+    if not match:
+        raise ValueError(f"{raw!r} is not a size (e.g. 4096, 64KiB, 512MiB, 2GiB)")
+    return int(match[1]) * _UNITS[match[2]]
+
+
+def parse_duration(raw: str) -> float:
+    match = _DURATION.fullmatch(raw)
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"{raw!r} is not a positive duration (e.g. 250ms, 10s, 2min)")
+    return float(match[1]) * _SECONDS[match[2]]
+
+
+def parse_count(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{raw!r} is not a whole number of at least 1")
+    return int(raw)
+
+
+def parse_endpoints(raw: str) -> tuple[str, ...]:
+    """Whitespace-separated Twisted server endpoint strings, each checked by Twisted's parser."""
+    from twisted.internet import reactor
+
+    endpoints = tuple(raw.split())
+    for description in endpoints:
+        try:
+            serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            raise ValueError(f"{description!r} is not a server endpoint: {exc}") from None
+    return endpoints
+
+
+def parse_template(raw: str) -> str:
+    names = set(_TEMPLATE_FIELDS.findall(raw))
+    unknown = names - TEMPLATE_NAMES
+    if unknown:
+        raise ValueError(f"unknown field {{{sorted(unknown)[0]}}} (use {{hash}} {{ext}} {{p2}} {{p4}} {{p6}})")
+    if "hash" not in names:
+        raise ValueError("the template must contain {hash}")
+    return raw
+
+
+def parse_words(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def parse(raw: str) -> tuple[str, ...]:
+        words = tuple(raw.replace(",", " ").split())
+        for word in words:
+            if word not in choices:
+                raise ValueError(f"{word!r} is not one of {', '.join(choices)}")
+        return words
+
+    return parse
+
+
+def parse_presets(max_dimension: int) -> Callable[[str], dict[str, Geometry]]:
+    def parse(raw: str) -> dict[str, Geometry]:
+        presets = {}
+        for item in raw.split():
+            name, sep, size = item.partition("=")
+            if not sep or not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", name):
+                raise ValueError(f"{item!r} is not name=WxH[-fit] with a lowercase name")
+            presets[name] = parse_geometry(size, max_dimension)
+        return presets
+
+    return parse
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the whole file; raises ConfigError with one line."""
+    parser = _read(path)
+    origins = _origins(_Section(parser, path, "origins"))
+    return Config(
+        path=path,
+        edge=_edge(_Section(parser, path, "edge")),
+        cache=_cache(_Section(parser, path, "cache")),
+        origins=origins,
+        local=_local(_Section(parser, path, "local")) if "local" in origins.chain else None,
+        shards=_shards(_Section(parser, path, "shards")) if "shards" in origins.chain else None,
+        resize=_resize(_Section(parser, path, "resize")),
+    )
+
+
+KNOWN_KEYS = {
+    "edge": {"listen", "admin_listen", "hostnames", "extensions"},
+    "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes"},
+    "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host"},
+    "local": {"root", "path_template"},
+    "shards": {"tokenmap", "path_template"},
+    "resize": {"presets", "allowed_sizes", "max_dimension", "quality", "source_ext"},
+}
+
+
+def _check_known(parser: configparser.ConfigParser, path: str) -> None:
+    """A misspelt key would silently fall back to a default: refuse it instead."""
+    for name in parser.sections():
+        if name not in KNOWN_KEYS:
+            raise ConfigError(f"{path}: [{name}]: unknown section")
+        for key in parser.options(name):
+            if key not in KNOWN_KEYS[name]:
+                raise ConfigError(f"{path}: [{name}] {key}: unknown key")
+
+
+def _read(path: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True, inline_comment_prefixes=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {exc.message.splitlines()[0]}") from None
+    _check_known(parser, path)
+    return parser
+
+
+def _edge(section: _Section) -> EdgeConfig:
+    return EdgeConfig(
+        listen=section.get("listen", parse_endpoints),
+        admin_listen=section.get("admin_listen", parse_endpoints, ("tcp:8081:interface=127.0.0.1",)),
+        hostnames=section.get("hostnames", lambda raw: frozenset(h.lower().encode() for h in raw.split())),
+        extensions=section.get("extensions", lambda raw: frozenset(raw.split()), frozenset({"jpg"})),
+    )
+
+
+def _cache(section: _Section) -> CacheConfig:
+    return CacheConfig(
+        memory_bytes=section.get("memory_bytes", parse_size),
+        max_object_bytes=section.get("max_object_bytes", parse_size, 8 << 20),
+        disk_path=section.file("disk_path"),
+        disk_bytes=section.get("disk_bytes", parse_size),
+    )
+
+
+def _origins(section: _Section) -> OriginsConfig:
+    chain = section.get("chain", parse_words(ORIGIN_KINDS), ("shards",))
+    if not chain:
+        raise section.fail("chain", "names no origin")
+    return OriginsConfig(
+        chain=chain,
+        timeout=section.get("timeout", parse_duration, 10.0),
+        connect_timeout=section.get("connect_timeout", parse_duration, 2.0),
+        max_body_bytes=section.get("max_body_bytes", parse_size, 32 << 20),
+        connections_per_host=section.get("connections_per_host", parse_count, 32),
+    )
+
+
+def _local(section: _Section) -> LocalConfig:
+    root = section.file("root")
+    if not os.path.isdir(root):
+        raise section.fail("root", f"{root!r} is not a directory")
+    return LocalConfig(root=root, path_template=section.get("path_template", parse_template, "/{hash}.{ext}"))
+
+
+def _shards(section: _Section) -> ShardsConfig:
+    path = section.file("tokenmap")
+    try:
+        tokenmap = load_tokenmap(path)
+    except TokenMapError as exc:
+        raise section.fail("tokenmap", str(exc)) from None
+    template = section.get("path_template", parse_template, "/{hash}.{ext}")
+    return ShardsConfig(tokenmap_path=path, tokenmap=tokenmap, path_template=template)
+
+
+def _resize(section: _Section) -> ResizeConfig:
+    max_dimension = section.get("max_dimension", parse_count, 4096)
+    sizes = section.get("allowed_sizes", lambda raw: raw.split(), [])
+    try:
+        allowed = frozenset(parse_geometry(size, max_dimension) for size in sizes)
+    except ValueError as exc:
+        raise section.fail("allowed_sizes", str(exc)) from None
+    quality = section.get("quality", parse_count, 82)
+    if quality > 100:
+        raise section.fail("quality", f"{quality} is over 100")
+    return ResizeConfig(
+        presets=section.get("presets", parse_presets(max_dimension), {}),
+        allowed_sizes=allowed,
+        max_dimension=max_dimension,
+        quality=quality,
+        source_ext=section.get("source_ext", str, "jpg"),
+    )
+

@@ -1,0 +1,135 @@
+"""
+One HTTP backend: a GET over our own persistent connection pool, bounded by one
+deadline that covers headers and body, and by a maximum body size enforced while
+the bytes stream in (cancelling a collect would not stop them).
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import DefaultCookiePolicy
+
+import treq
+from treq.cookies import IndexableCookieJar
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import IReactorTime
+from twisted.application.service import Service
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+
+from edgeproxy.errors import FailureKind, OriginFailure
+
+_USER_AGENT = b"edgeproxy/0.1"
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class ClientService(Service):
+    """
+    Our own HTTP client for origins: a persistent pool with room for `per_host` idle
+    connections per backend (Twisted keeps 2 by default), closed when the service
+    stops, and a cookie jar that never keeps a cookie, so no cookie ever travels
+    from an origin's response into another request.
+    """
+
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, per_host: int):
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = per_host
+        self.pool.retryAutomatically = False
+        agent = Agent(reactor, connectTimeout=connect_timeout, pool=self.pool)
+        jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        self.client = treq.HTTPClient(agent, cookiejar=jar)
+
+    def stopService(self) -> "Deferred[None]":
+        super().stopService()
+        return self.pool.closeCachedConnections()
+
+
+class HTTPBackend:
+    """A server that answers GET {path} with the bytes of an image."""
+
+    def __init__(
+        self, client: treq.HTTPClient, address: str, clock: IReactorTime, timeout: float, max_body: int
+    ):
+        self.address = address
+        self._client = client
+        self._clock = clock
+        self._timeout = timeout
+        self._max_body = max_body
+
+    def get(self, path: str) -> "Deferred[bytes]":
+        d = ensureDeferred(self._get(f"http://{self.address}{path}"))
+        d.addTimeout(self._timeout, self._clock)
+        return d.addErrback(self._as_origin_failure)
+
+    async def _get(self, url: str) -> bytes:
+        response = await self._client.get(
+            url, headers={b"User-Agent": _USER_AGENT}, allow_redirects=False, unbuffered=True
+        )
+        if response.code == 200:
+            return await self._read(response, self._max_body)
+        await self._read(response, _ERROR_BODY_LIMIT)
+        kind = FailureKind.NOT_FOUND if response.code in (404, 410) else FailureKind.UPSTREAM
+        raise OriginFailure(kind, self.address, f"HTTP {response.code}")
+
+    def _read(self, response: IResponse, limit: int) -> "Deferred[bytes]":
+        body = _CappedBody(self.address, limit)
+        response.deliverBody(body)
+        if response.length is not UNKNOWN_LENGTH and response.length > limit:
+            body.fail(f"body of {response.length} bytes is over {limit}")
+        return body.done
+
+    def _as_origin_failure(self, failure: Failure) -> Failure:
+        if failure.check(OriginFailure):
+            return failure
+        if failure.check(TimeoutError, CancelledError):
+            raise OriginFailure(FailureKind.TIMEOUT, self.address, f"no complete answer in {self._timeout:g}s")
+        if failure.check(ConnectingCancelledError):
+            raise OriginFailure(FailureKind.TIMEOUT, self.address, "connect timed out")
+        if failure.check(ConnectError, DNSLookupError, ResponseFailed):
+            raise OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure))
+        return failure
+
+
+def _describe(failure: Failure) -> str:
+    if failure.check(ResponseFailed):
+        reasons = failure.value.reasons
+        return "response failed: " + ", ".join(r.getErrorMessage() for r in reasons)
+    return failure.getErrorMessage()
+
+
+class _CappedBody(Protocol):
+    """Collects a body; aborts the connection once it passes `limit` or is cancelled."""
+
+    def __init__(self, address: str, limit: int):
+        self._address = address
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.done: Deferred[bytes] = Deferred(self._abort)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size <= self._limit:
+            self._chunks.append(data)
+        else:
+            self.fail(f"body over {self._limit} bytes")
+
+    def fail(self, reason: str) -> None:
+        if not self.done.called:
+            self.done.errback(OriginFailure(FailureKind.UPSTREAM, self._address, reason))
+            self._abort(self.done)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(OriginFailure(FailureKind.UPSTREAM, self._address, "body cut short"))
+
+    def _abort(self, _: object) -> None:
+        self._chunks.clear()
+        self.transport.stopProducing()

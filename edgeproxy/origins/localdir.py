@@ -1,0 +1,52 @@
+"""
+Originals read from a local directory: what the bundled default configuration
+serves, so the proxy works out of the box, and a simple origin for a single host.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from edgeproxy.errors import FailureKind, OriginFailure
+from edgeproxy.origins import IOrigin, render_template
+
+
+@implementer(IOrigin)
+class LocalDirectoryOrigin:
+    """Files under `root`, laid out by `path_template`; reads run in the disk thread pool."""
+
+    name = "local"
+
+    def __init__(self, root: str, path_template: str, max_body: int, reactor: IReactorFromThreads, pool: ThreadPool):
+        self._root = os.path.realpath(root)
+        self._template = path_template
+        self._max_body = max_body
+        self._reactor = reactor
+        self._pool = pool
+
+    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
+        relative = render_template(self._template, image_hash, ext).lstrip("/")
+        path = os.path.join(self._root, relative)
+        d = deferToThreadPool(self._reactor, self._pool, self._read, path)
+        return d.addErrback(self._as_origin_failure)
+
+    def _read(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            data = handle.read(self._max_body + 1)
+        if len(data) > self._max_body:
+            raise OriginFailure(FailureKind.UPSTREAM, self.name, f"file over {self._max_body} bytes")
+        return data
+
+    def _as_origin_failure(self, failure: Failure) -> Failure:
+        if failure.check(FileNotFoundError, NotADirectoryError):
+            raise OriginFailure(FailureKind.NOT_FOUND, self.name, "no such file")
+        if failure.check(OSError):
+            raise OriginFailure(FailureKind.UPSTREAM, self.name, failure.getErrorMessage())
+        return failure

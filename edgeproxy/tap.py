@@ -1,0 +1,88 @@
+"""
+`twistd edgeproxy`: command-line options and the service tree built from a
+configuration file. A bad configuration stops here with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from edgeproxy.admin import HealthResource, make_admin_root
+from edgeproxy.config import Config, ConfigError, load_config
+from edgeproxy.httpserver import EdgeHandler, EdgeSite
+from edgeproxy.imageservice import ImageService
+from edgeproxy.memorytier import MemoryTier
+from edgeproxy.origins import IOrigin
+from edgeproxy.origins.fallback import FallbackOrigin
+from edgeproxy.origins.http import ClientService
+from edgeproxy.origins.localdir import LocalDirectoryOrigin
+from edgeproxy.origins.shardpair import ShardPairOrigin
+
+DEFAULT_CONFIG = "conf/edgeproxy.ini"
+
+
+class Options(usage.Options):
+    optParameters = [["config", "c", DEFAULT_CONFIG, "Path of the INI configuration file."]]
+
+
+class ThreadPoolService(Service):
+    """Runs a dedicated thread pool for the life of the service tree (never the reactor's)."""
+
+    def __init__(self, pool: ThreadPool):
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+def makeService(options: Options) -> IService:
+    try:
+        config = load_config(options["config"])
+    except ConfigError as error:
+        sys.stderr.write(f"edgeproxy: {error}\n")
+        raise SystemExit(2) from None
+    return build_service(config)
+
+
+def build_service(config: Config) -> MultiService:
+    from twisted.internet import reactor
+
+    top = MultiService()
+    disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="edgeproxy-disk")
+    ThreadPoolService(disk_pool).setServiceParent(top)
+    origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
+    memory = MemoryTier(config.cache.memory_bytes, config.cache.max_object_bytes)
+    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, ImageService(memory, origin, reactor))
+    site = EdgeSite(handler)
+    for description in config.edge.listen:
+        StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(top)
+    admin = Site(make_admin_root(HealthResource()))
+    for description in config.edge.admin_listen:
+        StreamServerEndpointService(serverFromString(reactor, description), admin).setServiceParent(top)
+    return top
+
+
+def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> IOrigin:
+    origins = config.origins
+    if kind == "local":
+        assert config.local is not None
+        return LocalDirectoryOrigin(config.local.root, config.local.path_template, origins.max_body_bytes, reactor, disk_pool)
+    assert config.shards is not None
+    clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host)
+    clients.setServiceParent(top)
+    tokenmap = config.shards.tokenmap
+    return ShardPairOrigin(
+        lambda: tokenmap, clients.client, reactor, config.shards.path_template, origins.timeout, origins.max_body_bytes
+    )

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from tests.loopback import Backend
+
+
+@pytest.fixture
+def backends():
+    """Make loopback backends; every one still listening is stopped after the test."""
+    made: list[Backend] = []
+
+    def make(files: dict[str, bytes] | None = None) -> Backend:
+        backend = Backend(files)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        if backend.running:
+            pytest_twisted.blockon(backend.stop())

@@ -1,0 +1,83 @@
+"""
+Real HTTP servers on 127.0.0.1 port 0 that play image backends, with the failure
+modes the proxy must survive, and that count what they were asked.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+MODES = ("serve", "404", "500", "hang", "truncate", "cookie")
+
+
+class BackendResource(Resource):
+    isLeaf = True
+
+    def __init__(self, files: dict[str, bytes]):
+        super().__init__()
+        self.files = files
+        self.mode = "serve"
+        self.requests: list[Request] = []
+        self.hanging: list[Request] = []
+
+    def render_GET(self, request: Request) -> bytes | int:
+        self.requests.append(request)
+        return getattr(self, "_" + self.mode.replace("404", "not_found").replace("500", "error"))(request)
+
+    def _serve(self, request: Request) -> bytes:
+        body = self.files.get(request.path.decode())
+        if body is None:
+            request.setResponseCode(404)
+            return b"<html>no such image</html>"
+        request.setHeader(b"Content-Type", b"image/jpeg")
+        return body
+
+    def _cookie(self, request: Request) -> bytes:
+        request.addCookie(b"session", b"secret-from-origin")
+        return self._serve(request)
+
+    def _not_found(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        return b"not here"
+
+    def _error(self, request: Request) -> bytes:
+        request.setResponseCode(500)
+        return b"internal error"
+
+    def _hang(self, request: Request) -> int:
+        self.hanging.append(request)
+        return NOT_DONE_YET
+
+    def _truncate(self, request: Request) -> int:
+        body = self.files.get(request.path.decode(), b"x" * 1000)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body[: len(body) // 2])
+        request.channel.transport.loseConnection()
+        return NOT_DONE_YET
+
+
+class Backend:
+    """One image server; `stop()` closes its port so connections are refused."""
+
+    def __init__(self, files: dict[str, bytes] | None = None):
+        self.resource = BackendResource(files if files is not None else {})
+        self.port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
+        self.address = f"127.0.0.1:{self.port.getHost().port}"
+        self.running = True
+
+    @property
+    def hits(self) -> int:
+        return len(self.resource.requests)
+
+    def set_mode(self, mode: str) -> None:
+        assert mode in MODES
+        self.resource.mode = mode
+
+    def stop(self) -> Deferred:
+        self.running = False
+        for request in self.resource.hanging:
+            request.channel.transport.abortConnection()
+        return self.port.stopListening()

@@ -1,0 +1,100 @@
+import pytest
+
+from edgeproxy.config import ConfigError, load_config, parse_duration, parse_size
+from edgeproxy.urls import Geometry
+from tests.configs import REPO, write_config
+
+
+def test_valid_config_loads_into_typed_objects(tmp_path):
+    config = load_config(write_config(tmp_path, {("origins", "chain"): "local shards"}))
+    assert config.cache.memory_bytes == 64 << 20
+    assert config.origins.timeout == 5.0
+    assert config.origins.chain == ("local", "shards")
+    assert config.edge.hostnames == frozenset({b"localhost", b"127.0.0.1", b"img0.example.com"})
+    assert config.shards.tokenmap.owner(0xFFFF) == ("images-m-32:8080", "images-s-32:8080")
+    assert config.resize.presets == {"thumb": Geometry(150, 150, "cover")}
+    assert config.resize.allowed_sizes == frozenset({Geometry(480, 0)})
+
+
+def test_the_bundled_config_loads():
+    config = load_config(str(REPO / "conf" / "edgeproxy.ini"))
+    assert config.origins.chain == ("local",)
+    assert config.local.root.endswith("samples")
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({("cache", "memory_bytes"): None}, "[cache] memory_bytes: missing (required)"),
+        ({("edge", "listen"): None}, "[edge] listen: missing (required)"),
+        ({("cache", "memory_bytes"): "12XB"}, "[cache] memory_bytes: '12XB' is not a size"),
+        ({("cache", "disk_bytes"): "-1GiB"}, "[cache] disk_bytes: '-1GiB' is not a size"),
+        ({("origins", "timeout"): "soon"}, "[origins] timeout: 'soon' is not a positive duration"),
+        ({("origins", "timeout"): "0"}, "[origins] timeout: '0' is not a positive duration"),
+        ({("edge", "listen"): "tcp:notaport"}, "[edge] listen: 'tcp:notaport' is not a server endpoint"),
+        ({("edge", "listen"): "carrier-pigeon:8080"}, "[edge] listen: 'carrier-pigeon:8080' is not a server endpoint"),
+        ({("edge", "admin_listen"): "tcp:8081 bogus:1"}, "[edge] admin_listen: 'bogus:1' is not a server endpoint"),
+        ({("origins", "chain"): "local carrier"}, "[origins] chain: 'carrier' is not one of local, shards"),
+        ({("origins", "connections_per_host"): "0"}, "[origins] connections_per_host: '0' is not a whole number"),
+        ({("local", "root"): "/nonexistent/dir"}, "[local] root: '/nonexistent/dir' is not a directory"),
+        ({("local", "path_template"): "/{name}.jpg"}, "[local] path_template: unknown field {name}"),
+        ({("local", "path_template"): "/{p2}/x.jpg"}, "[local] path_template: the template must contain {hash}"),
+        ({("resize", "presets"): "Thumb=10x10"}, "[resize] presets: 'Thumb=10x10' is not name=WxH[-fit]"),
+        ({("resize", "presets"): "thumb=10x10-squash"}, "[resize] presets: fit 'squash' is not one of"),
+        ({("resize", "allowed_sizes"): "0x0"}, "[resize] allowed_sizes: width and height cannot both be 0"),
+        ({("resize", "quality"): "101"}, "[resize] quality: 101 is over 100"),
+        ({("cache", "memroy_bytes"): "1GiB"}, "[cache] memroy_bytes: unknown key"),
+        ({("cahce", "memory_bytes"): "1GiB"}, "[cahce]: unknown section"),
+    ],
+)
+def test_each_kind_of_mistake_is_one_line_naming_file_section_and_key(tmp_path, changes, expected):
+    path = write_config(tmp_path, changes)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("[tokenmap]\n8000 = a:1\n0100 = b:1\nffff = c:1\n", "bound 0100 is out of order"),
+        ("[tokenmap]\n8000 = a:1\n", "the last bound is 8000, it must be ffff"),
+        ("[tokenmap]\nzzzz = a:1\nffff = b:1\n", "bound 'zzzz' is not four hex digits"),
+        ("[tokenmap]\n8000 = a:1\n8000 = a:2\nffff = b:1\n", "bound 8000 is duplicated"),
+    ],
+)
+def test_bad_token_map_names_the_tokenmap_key(tmp_path, content, expected):
+    tokenmap = tmp_path / "map.ini"
+    tokenmap.write_text(content)
+    path = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tokenmap)})
+    with pytest.raises(ConfigError, match=r"\[shards\] tokenmap: ") as caught:
+        load_config(path)
+    assert expected in str(caught.value)
+
+
+def test_missing_file_and_broken_ini(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "absent.ini"))
+    broken = tmp_path / "broken.ini"
+    broken.write_text("listen = tcp:8080\n")
+    with pytest.raises(ConfigError, match="broken.ini: File contains no section headers"):
+        load_config(str(broken))
+
+
+def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
+    (tmp_path / "originals").mkdir()
+    config = load_config(write_config(tmp_path, {("local", "root"): "originals"}))
+    assert config.local.root == str(tmp_path / "originals")
+
+
+@pytest.mark.parametrize("raw, value", [("4096", 4096), ("64KiB", 65536), ("1 GiB", 1 << 30), ("7B", 7)])
+def test_sizes(raw, value):
+    assert parse_size(raw) == value
+
+
+@pytest.mark.parametrize("raw, value", [("250ms", 0.25), ("10s", 10.0), ("2min", 120.0), ("1.5", 1.5)])
+def test_durations(raw, value):
+    assert parse_duration(raw) == value
