@@ -60,18 +60,23 @@ def build_service(config: Config) -> MultiService:
     from twisted.internet import reactor
 
     top = MultiService()
-    disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="edgeproxy-disk")
-    ThreadPoolService(disk_pool).setServiceParent(top)
-    origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
-    memory = MemoryTier(config.cache.memory_bytes, config.cache.max_object_bytes)
-    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, ImageService(memory, origin, reactor))
-    site = EdgeSite(handler)
+    site = build_edge(config, reactor, top)
     for description in config.edge.listen:
         StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(top)
     admin = Site(make_admin_root(HealthResource()))
     for description in config.edge.admin_listen:
         StreamServerEndpointService(serverFromString(reactor, description), admin).setServiceParent(top)
     return top
+
+
+def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
+    """The public HTTP factory and what it needs; its services are added to `top`."""
+    disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="edgeproxy-disk")
+    ThreadPoolService(disk_pool).setServiceParent(top)
+    origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
+    memory = MemoryTier(config.cache.memory_bytes, config.cache.max_object_bytes)
+    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, ImageService(memory, origin, reactor))
+    return EdgeSite(handler)
 
 
 def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> IOrigin:

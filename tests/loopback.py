@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -21,10 +22,11 @@ class BackendResource(Resource):
         self.files = files
         self.mode = "serve"
         self.requests: list[Request] = []
-        self.hanging: list[Request] = []
+        self.clients: set[int] = set()
 
     def render_GET(self, request: Request) -> bytes | int:
         self.requests.append(request)
+        self.clients.add(request.getClientAddress().port)
         return getattr(self, "_" + self.mode.replace("404", "not_found").replace("500", "error"))(request)
 
     def _serve(self, request: Request) -> bytes:
@@ -48,25 +50,32 @@ class BackendResource(Resource):
         return b"internal error"
 
     def _hang(self, request: Request) -> int:
-        self.hanging.append(request)
         return NOT_DONE_YET
 
     def _truncate(self, request: Request) -> int:
         body = self.files.get(request.path.decode(), b"x" * 1000)
         request.setHeader(b"Content-Length", b"%d" % len(body))
         request.write(body[: len(body) // 2])
-        request.channel.transport.loseConnection()
+        request.transport.loseConnection()
         return NOT_DONE_YET
 
 
 class Backend:
-    """One image server; `stop()` closes its port so connections are refused."""
+    """One image server; `stop()` kills it: the port closes and open connections drop."""
 
     def __init__(self, files: dict[str, bytes] | None = None):
         self.resource = BackendResource(files if files is not None else {})
-        self.port = reactor.listenTCP(0, Site(self.resource), interface="127.0.0.1")
+        # WrappingFactory keeps the open connections, so stop() can drop them as a dead host would.
+        self.factory = WrappingFactory(Site(self.resource))
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+
         self.address = f"127.0.0.1:{self.port.getHost().port}"
         self.running = True
+
+    @property
+    def connections(self) -> int:
+        """How many client connections (by source port) have sent requests."""
+        return len(self.resource.clients)
 
     @property
     def hits(self) -> int:
@@ -78,6 +87,6 @@ class Backend:
 
     def stop(self) -> Deferred:
         self.running = False
-        for request in self.resource.hanging:
-            request.channel.transport.abortConnection()
+        for wrapper in list(self.factory.protocols):
+            wrapper.transport.abortConnection()
         return self.port.stopListening()

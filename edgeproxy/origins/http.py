@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from http.cookiejar import DefaultCookiePolicy
 
-import treq
+from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
-from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.application.service import Service
 from twisted.internet.protocol import Protocol
@@ -40,7 +40,7 @@ class ClientService(Service):
         self.pool.retryAutomatically = False
         agent = Agent(reactor, connectTimeout=connect_timeout, pool=self.pool)
         jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-        self.client = treq.HTTPClient(agent, cookiejar=jar)
+        self.client = HTTPClient(agent, cookiejar=jar)
 
     def stopService(self) -> "Deferred[None]":
         super().stopService()
@@ -51,7 +51,7 @@ class HTTPBackend:
     """A server that answers GET {path} with the bytes of an image."""
 
     def __init__(
-        self, client: treq.HTTPClient, address: str, clock: IReactorTime, timeout: float, max_body: int
+        self, client: HTTPClient, address: str, clock: IReactorTime, timeout: float, max_body: int
     ):
         self.address = address
         self._client = client
@@ -60,9 +60,18 @@ class HTTPBackend:
         self._max_body = max_body
 
     def get(self, path: str) -> "Deferred[bytes]":
+        """The body of a 200, or an OriginFailure; one deadline covers the whole exchange."""
         d = ensureDeferred(self._get(f"http://{self.address}{path}"))
-        d.addTimeout(self._timeout, self._clock)
-        return d.addErrback(self._as_origin_failure)
+        deadline = self._clock.callLater(self._timeout, d.cancel)
+
+        def settle(result: bytes | Failure) -> bytes | Failure:
+            if deadline.active():
+                deadline.cancel()
+                return result if isinstance(result, bytes) else self._as_origin_failure(result)
+            reason = f"no complete answer in {self._timeout:g}s"
+            return Failure(OriginFailure(FailureKind.TIMEOUT, self.address, reason))
+
+        return d.addBoth(settle)
 
     async def _get(self, url: str) -> bytes:
         response = await self._client.get(
@@ -84,20 +93,18 @@ class HTTPBackend:
     def _as_origin_failure(self, failure: Failure) -> Failure:
         if failure.check(OriginFailure):
             return failure
-        if failure.check(TimeoutError, CancelledError):
-            raise OriginFailure(FailureKind.TIMEOUT, self.address, f"no complete answer in {self._timeout:g}s")
-        if failure.check(ConnectingCancelledError):
-            raise OriginFailure(FailureKind.TIMEOUT, self.address, "connect timed out")
+        if failure.check(TimeoutError):
+            return Failure(OriginFailure(FailureKind.TIMEOUT, self.address, "connect timed out"))
         if failure.check(ConnectError, DNSLookupError, ResponseFailed):
-            raise OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure))
+            return Failure(OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure)))
         return failure
 
 
 def _describe(failure: Failure) -> str:
     if failure.check(ResponseFailed):
         reasons = failure.value.reasons
-        return "response failed: " + ", ".join(r.getErrorMessage() for r in reasons)
-    return failure.getErrorMessage()
+        return "response failed: " + ", ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 class _CappedBody(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
@@ -27,7 +27,7 @@ class ShardPairOrigin:
     def __init__(
         self,
         tokenmap: Callable[[], TokenMap],
-        client: treq.HTTPClient,
+        client: HTTPClient,
         clock: IReactorTime,
         path_template: str,
         timeout: float,

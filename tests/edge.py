@@ -1,0 +1,37 @@
+"""An in-process edgeproxy built from a real config, listening on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import treq
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+
+from edgeproxy.config import load_config
+from edgeproxy.tap import build_edge
+from tests.configs import write_config
+
+
+class Edge:
+    def __init__(self, tmp_path: Path, changes: dict | None = None, tokenmap: str | None = None):
+        if tokenmap is not None:
+            (tmp_path / "map.ini").write_text(tokenmap)
+            changes = {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini"), **(changes or {})}
+        self.config = load_config(write_config(tmp_path, changes))
+        self.services = MultiService()
+        self.site = build_edge(self.config, reactor, self.services)
+        self.services.startService()
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.base = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def get(self, path: str, method: str = "GET", headers: dict | None = None):
+        return treq.request(method, self.base + path, headers=headers, persistent=False)
+
+    async def stop(self) -> None:
+        await self.port.stopListening()
+        await self.services.stopService()
+
+
+def pair_map(*backends) -> str:
+    return "[tokenmap]\nffff = " + " ".join(b.address for b in backends) + "\n"

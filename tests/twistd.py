@@ -1,0 +1,65 @@
+"""A real `twistd -n edgeproxy` subprocess on a generated config, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.configs import REPO
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+_PORT = re.compile(r"EdgeSite starting on (\d+)")
+
+
+class Twistd:
+    def __init__(self, config: str, workdir: Path):
+        self.log = workdir / "twistd.log"
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config]
+        self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self, seconds: float = 20.0) -> int:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"twistd exited {self.process.returncode}: {self.process.stderr.read()}")
+            match = _PORT.search(self.log.read_text()) if self.log.exists() else None
+            if match:
+                return int(match[1])
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("twistd did not start listening in time")
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stderr.close()
+        return self.process.returncode
+
+
+def run_twistd(config: str, workdir: Path) -> subprocess.CompletedProcess:
+    """Run twistd to completion (for configs that must stop it at once)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config]
+    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=30)
