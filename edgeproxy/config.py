@@ -156,7 +156,7 @@ def parse_endpoints(raw: str) -> tuple[str, ...]:
     for description in endpoints:
         try:
             serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, OSError) as exc:
             raise ValueError(f"{description!r} is not a server endpoint: {exc}") from None
     return endpoints
 

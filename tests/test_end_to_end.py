@@ -1,12 +1,19 @@
 """A real `twistd -n edgeproxy` process, as systemd runs it."""
 
 import hashlib
+import os
+import shutil
 import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from tests.configs import REPO, write_config
-from tests.twistd import Twistd, run_twistd
+from tests.twistd import TWISTD, Twistd, run_twistd
 
 SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
 
@@ -59,3 +66,33 @@ def test_bad_token_map_stops_startup(tmp_path):
     result = run_twistd(path, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"edgeproxy: {path}: [shards] tokenmap: bound 0050 is out of order (bounds must increase)"
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")
+def test_socket_activation_through_a_systemd_endpoint(tmp_path):
+    """systemd-socket-activate opens the port and passes it as LISTEN_FDS, as edgeproxy.socket does."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path, {("edge", "listen"): "systemd:domain=INET:name=edgeproxy-http"})
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = ["systemd-socket-activate", "--fdname=edgeproxy-http", "-l", f"127.0.0.1:{port}", TWISTD, "-n", "--pidfile=", "-l", str(tmp_path / "log"), "edgeproxy", "--config", config]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        body = _get_when_listening(f"http://127.0.0.1:{port}/{SAMPLE}.jpg")
+        assert hashlib.sha1(body).hexdigest() == SAMPLE
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _get_when_listening(url: str, seconds: float = 20.0) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=seconds) as response:
+                return response.read()
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
