@@ -32,7 +32,7 @@ def main() -> None:
     files = {b"/" + os.path.basename(p).encode(): open(p, "rb").read() for p in paths}
     site = Site(DictResource(files))
     site.log = lambda request: None
-    reactor.listenTCP(port, site, interface="127.0.0.1")
+    reactor.listenTCP(port, site, interface="127.0.0.1", backlog=1024)
     reactor.run()
 
 

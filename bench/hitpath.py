@@ -47,7 +47,7 @@ def wait_until_serving(url: str, seconds: float = 20.0) -> None:
 
 def start_edgeproxy(port: int, workdir: Path) -> subprocess.Popen:
     config = (REPO / "conf" / "edgeproxy.ini").read_text()
-    config = config.replace("listen = tcp:8080", f"listen = tcp:{port}:interface=127.0.0.1")
+    config = config.replace("listen = tcp:8080:backlog=1024", f"listen = tcp:{port}:interface=127.0.0.1:backlog=1024")
     config = config.replace("admin_listen = tcp:8081:interface=127.0.0.1", f"admin_listen = tcp:{free_port()}:interface=127.0.0.1")
     config = config.replace("root = ../samples", f"root = {REPO / 'samples'}")
     config = config.replace("tokenmap = tokenmap.ini", f"tokenmap = {REPO / 'conf' / 'tokenmap.ini'}")

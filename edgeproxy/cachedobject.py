@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from edgeproxy.mediatype import sniff_media_type
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
-# Headers the contract puts on every 200, besides Content-Type, Content-Length and ETag.
-_HIT_TIERS = {b"HIT-MEMORY": b"cache;desc=memory", b"HIT-DISK": b"cache;desc=disk"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +33,3 @@ def make_cached_object(body: bytes) -> CachedObject:
         raise ValueError("not an image")
     etag = b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
     return CachedObject(body, media_type, etag, str(len(body)).encode())
-
-
-def hit_timing(x_cache: bytes) -> bytes:
-    return _HIT_TIERS[x_cache]

@@ -14,6 +14,7 @@ from typing import Callable, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 
+from edgeproxy.origins import render_template
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
 
@@ -26,6 +27,7 @@ _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB"
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min)?\s*")
 _SECONDS = {None: 1.0, "s": 1.0, "ms": 0.001, "min": 60.0}
 _TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
+_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 TEMPLATE_NAMES = frozenset({"hash", "ext", "p2", "p4", "p6"})
 
 
@@ -47,6 +49,7 @@ class CacheConfig:
     max_object_bytes: int
     disk_path: str
     disk_bytes: int
+    negative_ttl: float
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class OriginsConfig:
     connect_timeout: float
     max_body_bytes: int
     connections_per_host: int
+    verify_hash: bool
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,13 @@ def parse_count(raw: str) -> int:
     return int(raw)
 
 
+def parse_bool(raw: str) -> bool:
+    value = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}.get(raw.lower())
+    if value is None:
+        raise ValueError(f"{raw!r} is not yes or no")
+    return value
+
+
 def parse_endpoints(raw: str) -> tuple[str, ...]:
     """Whitespace-separated Twisted server endpoint strings, each checked by Twisted's parser."""
     from twisted.internet import reactor
@@ -156,19 +167,33 @@ def parse_endpoints(raw: str) -> tuple[str, ...]:
     for description in endpoints:
         try:
             serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+        except Exception as exc:  # Twisted's parsers raise many types, pyOpenSSL its own
             raise ValueError(f"{description!r} is not a server endpoint: {exc}") from None
     return endpoints
 
 
 def parse_template(raw: str) -> str:
+    """A storage layout; checked by rendering it, so a stray brace fails here, not per request."""
     names = set(_TEMPLATE_FIELDS.findall(raw))
     unknown = names - TEMPLATE_NAMES
     if unknown:
         raise ValueError(f"unknown field {{{sorted(unknown)[0]}}} (use {{hash}} {{ext}} {{p2}} {{p4}} {{p6}})")
-    if "hash" not in names:
+    sample = "0123456789abcdef0123456789abcdef01234567"
+    try:
+        rendered = render_template(raw, sample, "jpg")
+    except (ValueError, KeyError, IndexError):
+        raise ValueError(f"{raw!r} is not a valid template (unbalanced braces?)") from None
+    if sample not in rendered:
         raise ValueError("the template must contain {hash}")
     return raw
+
+
+def parse_extensions(raw: str) -> frozenset[str]:
+    extensions = frozenset(raw.split())
+    for ext in extensions:
+        if not _EXTENSION.fullmatch(ext):
+            raise ValueError(f"{ext!r} is not a lowercase extension of 1 to 8 letters or digits")
+    return extensions
 
 
 def parse_words(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -199,21 +224,25 @@ def load_config(path: str) -> Config:
     """Read and validate the whole file; raises ConfigError with one line."""
     parser = _read(path)
     origins = _origins(_Section(parser, path, "origins"))
+    edge = _edge(_Section(parser, path, "edge"))
+    resize = _resize(_Section(parser, path, "resize"))
+    if resize.source_ext not in edge.extensions:
+        raise _Section(parser, path, "resize").fail("source_ext", f"{resize.source_ext!r} is not in [edge] extensions")
     return Config(
         path=path,
-        edge=_edge(_Section(parser, path, "edge")),
+        edge=edge,
         cache=_cache(_Section(parser, path, "cache")),
         origins=origins,
         local=_local(_Section(parser, path, "local")) if "local" in origins.chain else None,
         shards=_shards(_Section(parser, path, "shards")) if "shards" in origins.chain else None,
-        resize=_resize(_Section(parser, path, "resize")),
+        resize=resize,
     )
 
 
 KNOWN_KEYS = {
     "edge": {"listen", "admin_listen", "hostnames", "extensions"},
-    "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes"},
-    "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host"},
+    "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl"},
+    "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash"},
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "path_template"},
     "resize": {"presets", "allowed_sizes", "max_dimension", "quality", "source_ext"},
@@ -231,12 +260,14 @@ def _check_known(parser: configparser.ConfigParser, path: str) -> None:
 
 
 def _read(path: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=True, inline_comment_prefixes=None)
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except configparser.Error as exc:
         raise ConfigError(f"{path}: {exc.message.splitlines()[0]}") from None
     _check_known(parser, path)
@@ -248,7 +279,7 @@ def _edge(section: _Section) -> EdgeConfig:
         listen=section.get("listen", parse_endpoints),
         admin_listen=section.get("admin_listen", parse_endpoints, ("tcp:8081:interface=127.0.0.1",)),
         hostnames=section.get("hostnames", lambda raw: frozenset(h.lower().encode() for h in raw.split())),
-        extensions=section.get("extensions", lambda raw: frozenset(raw.split()), frozenset({"jpg"})),
+        extensions=section.get("extensions", parse_extensions, frozenset({"jpg"})),
     )
 
 
@@ -258,6 +289,7 @@ def _cache(section: _Section) -> CacheConfig:
         max_object_bytes=section.get("max_object_bytes", parse_size, 8 << 20),
         disk_path=section.file("disk_path"),
         disk_bytes=section.get("disk_bytes", parse_size),
+        negative_ttl=section.get("negative_ttl", parse_duration, 60.0),
     )
 
 
@@ -271,6 +303,7 @@ def _origins(section: _Section) -> OriginsConfig:
         connect_timeout=section.get("connect_timeout", parse_duration, 2.0),
         max_body_bytes=section.get("max_body_bytes", parse_size, 32 << 20),
         connections_per_host=section.get("connections_per_host", parse_count, 32),
+        verify_hash=section.get("verify_hash", parse_bool, True),
     )
 
 
@@ -306,6 +339,6 @@ def _resize(section: _Section) -> ResizeConfig:
         allowed_sizes=allowed,
         max_dimension=max_dimension,
         quality=quality,
-        source_ext=section.get("source_ext", str, "jpg"),
+        source_ext=section.get("source_ext", lambda raw: raw, "jpg"),
     )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from http import HTTPStatus
 
-from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -17,7 +16,7 @@ from twisted.web import http
 from edgeproxy.cachedobject import IMMUTABLE, CachedObject
 from edgeproxy.errors import EdgeError
 from edgeproxy.imageservice import Fetched, ImageService
-from edgeproxy.urls import UrlGrammar
+from edgeproxy.urls import ImageRequest, UrlGrammar
 
 log = Logger()
 _ALLOWED = b"GET, HEAD"
@@ -69,11 +68,11 @@ class EdgeHandler:
         if _hostname(host) not in self._hostnames:
             raise EdgeError(421, "unknown host")
 
-    def _miss(self, request: http.Request, image: object) -> None:
+    def _miss(self, request: http.Request, image: ImageRequest) -> None:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = ensureDeferred(self._images.fetch(image))
-        d.addCallbacks(self._fetched, self._failed, callbackArgs=(request, gone), errbackArgs=(request, gone))
+        d = self._images.fetch(image)
+        d.addCallback(self._fetched, request, gone).addErrback(self._failed, request, gone)
 
     def _fetched(self, fetched: Fetched, request: http.Request, gone: list[Failure]) -> None:
         if not gone:

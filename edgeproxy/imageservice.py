@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachetools import TTLCache
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from edgeproxy.cachedobject import CachedObject, make_cached_object
-from edgeproxy.errors import EdgeError, OriginFailure
+from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
+from edgeproxy.singleflight import SingleFlight
 from edgeproxy.urls import ImageRequest
 
 
@@ -23,22 +26,37 @@ class Fetched:
 
 
 class ImageService:
-    def __init__(self, memory: MemoryTier, origin: IOrigin, clock: IReactorTime):
+    """
+    Misses on one object are collapsed into one origin fetch; an object absent from
+    every origin is remembered for `negative_ttl` seconds so a bogus name cannot
+    hammer the origins.
+    """
+
+    def __init__(self, memory: MemoryTier, origin: IOrigin, clock: IReactorTime, negative_ttl: float = 60.0):
         self.memory = memory
+        self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
         self._clock = clock
+        self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
 
     def cached(self, request: ImageRequest) -> CachedObject | None:
         return self.memory.get(request.key)
 
-    async def fetch(self, request: ImageRequest) -> Fetched:
+    def fetch(self, request: ImageRequest) -> "Deferred[Fetched]":
         """Fill a miss from the origin; every failure is an EdgeError for the client."""
         if not request.is_original:
-            raise EdgeError(404, "variants are not rendered by this version")
+            return fail(EdgeError(404, "variants are not rendered by this version"))
+        if request.key in self._absent:
+            return fail(EdgeError(404, "image not found"))
+        return self.flights.run(request.key, lambda: ensureDeferred(self._fetch_original(request)))
+
+    async def _fetch_original(self, request: ImageRequest) -> Fetched:
         started = self._clock.seconds()
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
         except OriginFailure as failure:
+            if failure.kind is FailureKind.NOT_FOUND:
+                self._absent[request.key] = True
             raise failure.to_edge_error() from failure
         try:
             obj = make_cached_object(body)

@@ -75,7 +75,8 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     ThreadPoolService(disk_pool).setServiceParent(top)
     origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
     memory = MemoryTier(config.cache.memory_bytes, config.cache.max_object_bytes)
-    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, ImageService(memory, origin, reactor))
+    images = ImageService(memory, origin, reactor, config.cache.negative_ttl)
+    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images)
     return EdgeSite(handler)
 
 
@@ -83,11 +84,18 @@ def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, t
     origins = config.origins
     if kind == "local":
         assert config.local is not None
-        return LocalDirectoryOrigin(config.local.root, config.local.path_template, origins.max_body_bytes, reactor, disk_pool)
+        local = config.local
+        return LocalDirectoryOrigin(local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash)
     assert config.shards is not None
     clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host)
     clients.setServiceParent(top)
     tokenmap = config.shards.tokenmap
     return ShardPairOrigin(
-        lambda: tokenmap, clients.client, reactor, config.shards.path_template, origins.timeout, origins.max_body_bytes
+        lambda: tokenmap,
+        clients.client,
+        reactor,
+        config.shards.path_template,
+        origins.timeout,
+        origins.max_body_bytes,
+        origins.verify_hash,
     )

@@ -86,6 +86,8 @@ def load_tokenmap(path: str, section: str = "tokenmap") -> TokenMap:
             parser.read_file(handle)
     except OSError as exc:
         raise TokenMapError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TokenMapError(f"{path} is not UTF-8 text") from None
     except configparser.DuplicateOptionError as exc:
         raise TokenMapError(f"bound {exc.option} is duplicated") from None
     except configparser.Error as exc:

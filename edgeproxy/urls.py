@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from edgeproxy.errors import EdgeError
 
-HASH_LENGTH = 40
 FITS = ("inside", "cover")
 _ORIGINAL = re.compile(rb"/([0-9a-f]{40})\.([a-z0-9]{1,8})")
 _VARIANT = re.compile(

@@ -22,7 +22,7 @@ class Edge:
         self.services = MultiService()
         self.site = build_edge(self.config, reactor, self.services)
         self.services.startService()
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1", backlog=1024)
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"
 
     def get(self, path: str, method: str = "GET", headers: dict | None = None):

@@ -11,7 +11,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-MODES = ("serve", "404", "500", "hang", "truncate", "cookie")
+MODES = ("serve", "404", "500", "hang", "truncate", "cookie", "slow")
 
 
 class BackendResource(Resource):
@@ -21,6 +21,7 @@ class BackendResource(Resource):
         super().__init__()
         self.files = files
         self.mode = "serve"
+        self.slow_seconds = 1.0
         self.requests: list[Request] = []
         self.clients: set[int] = set()
 
@@ -40,6 +41,16 @@ class BackendResource(Resource):
     def _cookie(self, request: Request) -> bytes:
         request.addCookie(b"session", b"secret-from-origin")
         return self._serve(request)
+
+    def _slow(self, request: Request) -> int:
+        """Answer after `slow_seconds`, so concurrent misses overlap for sure."""
+
+        def answer() -> None:
+            request.write(self._serve(request))
+            request.finish()
+
+        reactor.callLater(self.slow_seconds, answer)
+        return NOT_DONE_YET
 
     def _not_found(self, request: Request) -> bytes:
         request.setResponseCode(404)

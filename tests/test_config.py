@@ -43,6 +43,12 @@ def test_the_bundled_config_loads():
         ({("resize", "presets"): "thumb=10x10-squash"}, "[resize] presets: fit 'squash' is not one of"),
         ({("resize", "allowed_sizes"): "0x0"}, "[resize] allowed_sizes: width and height cannot both be 0"),
         ({("resize", "quality"): "101"}, "[resize] quality: 101 is over 100"),
+        ({("local", "path_template"): "/{hash}.{ext"}, "[local] path_template: '/{hash}.{ext' is not a valid template"),
+        ({("local", "path_template"): "/{{hash}}/{p2}.jpg"}, "[local] path_template: the template must contain {hash}"),
+        ({("edge", "extensions"): "jpg JPEG"}, "[edge] extensions: 'JPEG' is not a lowercase extension"),
+        ({("resize", "source_ext"): "tif"}, "[resize] source_ext: 'tif' is not in [edge] extensions"),
+        ({("origins", "verify_hash"): "maybe"}, "[origins] verify_hash: 'maybe' is not yes or no"),
+        ({("edge", "listen"): "ssl:8443:privateKey=/etc/hostname:certKey=/etc/hostname"}, "[edge] listen: 'ssl:8443:privateKey=/etc/hostname:certKey=/etc/hostname' is not a server endpoint"),
         ({("cache", "memroy_bytes"): "1GiB"}, "[cache] memroy_bytes: unknown key"),
         ({("cahce", "memory_bytes"): "1GiB"}, "[cahce]: unknown section"),
     ],
@@ -82,6 +88,13 @@ def test_missing_file_and_broken_ini(tmp_path):
     broken.write_text("listen = tcp:8080\n")
     with pytest.raises(ConfigError, match="broken.ini: File contains no section headers"):
         load_config(str(broken))
+
+
+def test_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.ini"
+    path.write_bytes("[edge]\nhostnames = caf\xe9.example\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.ini: not UTF-8 text"):
+        load_config(str(path))
 
 
 def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):

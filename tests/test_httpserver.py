@@ -4,9 +4,9 @@ import socket
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import threads
 from twisted.internet.defer import ensureDeferred
+from twisted.logger import globalLogPublisher
 
 from tests.edge import Edge, pair_map
 from tests.images import name_of, photo, png
@@ -121,7 +121,7 @@ async def test_other_methods_are_405_with_allow_and_reach_no_origin(edge, pair, 
         (f"/{NAME}.exe", 404),
         (f"/{NAME}/0x0.jpg", 400),
         (f"/{NAME}/123x0.jpg", 403),
-        (f"/{NAME}/thumb.jpg", 404),
+        (f"/{NAME}/huge.jpg", 404),
         (f"/{NAME}/%2e%2e.jpg", 404),
     ],
 )
@@ -175,7 +175,7 @@ async def test_not_found_on_both_members_is_404(edge, pair):
 
 
 @pytest_twisted.ensureDeferred
-async def test_pair_down_is_502_then_served_when_the_secondary_returns(tmp_path, backends):
+async def test_pair_down_is_502(tmp_path, backends):
     primary, secondary = backends(FILES), backends(FILES)
     edge = Edge(tmp_path, tokenmap=pair_map(primary, secondary))
     try:
@@ -204,14 +204,34 @@ async def test_pair_timing_out_is_504(tmp_path, backends):
 
 @pytest_twisted.ensureDeferred
 async def test_origin_sending_html_with_200_is_502_and_not_cached(tmp_path, backends):
-    primary = backends({f"/{NAME}.jpg": b"<html>Oops, a CMS error page</html>"})
+    html = b"<html>Oops, a CMS error page</html>"
+    primary = backends({f"/{name_of(html)}.jpg": html})
     edge = Edge(tmp_path, tokenmap=pair_map(primary))
     try:
         for _ in range(2):
-            response = await edge.get(f"/{NAME}.jpg")
+            response = await edge.get(f"/{name_of(html)}.jpg")
             assert response.code == 502
             assert await response.content() == b"origin sent something that is not an image\n"
         assert primary.hits == 2
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_that_do_not_match_their_name_fail_the_hop_and_are_never_cached(tmp_path, backends):
+    corrupt = bytearray(IMAGE)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    primary, secondary = backends({f"/{NAME}.jpg": bytes(corrupt)}), backends(FILES)
+    edge = Edge(tmp_path, tokenmap=pair_map(primary, secondary))
+    try:
+        for _ in range(2):
+            response = await edge.get(f"/{NAME}.jpg")
+            assert (response.code, await response.content()) == (200, IMAGE)
+        assert (primary.hits, secondary.hits) == (1, 1)
+        await secondary.stop()
+        response = await edge.get(f"/{PNG_NAME}.jpg")
+        assert response.code == 502
+        await response.content()
     finally:
         await edge.stop()
 
@@ -235,6 +255,9 @@ async def test_client_gone_before_the_origin_answers_is_harmless(tmp_path, backe
     primary = backends(FILES)
     primary.set_mode("hang")
     edge = Edge(tmp_path, {("origins", "timeout"): "300ms"}, tokenmap=pair_map(primary))
+    failures: list[dict] = []
+    observer = lambda event: failures.append(event) if "log_failure" in event else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
     try:
         request = edge.get(f"/{NAME}.jpg")
         from twisted.internet import reactor
@@ -246,5 +269,7 @@ async def test_client_gone_before_the_origin_answers_is_harmless(tmp_path, backe
         primary.set_mode("serve")
         response = await edge.get(f"/{NAME}.jpg")
         assert (response.code, await response.content()) == (200, IMAGE)
+        assert failures == []
     finally:
+        globalLogPublisher.removeObserver(observer)
         await edge.stop()

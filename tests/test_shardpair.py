@@ -111,7 +111,7 @@ async def test_one_deadline_covers_a_body_that_stalls(backends, clients):
 
 
 @pytest_twisted.ensureDeferred
-async def test_body_over_the_cap_is_refused_while_streaming(backends, clients):
+async def test_body_announced_over_the_cap_is_refused_before_reading(backends, clients):
     big = {f"/{NAME}.jpg": b"\xff\xd8\xff" + b"x" * 300_000}
     primary = backends(big)
     failure = await fetch_failure(pair_origin(clients, [primary], max_body=100_000))

@@ -5,7 +5,11 @@ directory and (later) S3 regions compose into one fallback chain.
 
 from __future__ import annotations
 
+import hashlib
+
 from zope.interface import Attribute, Interface
+
+from edgeproxy.errors import FailureKind, OriginFailure
 
 
 class IOrigin(Interface):
@@ -18,6 +22,17 @@ class IOrigin(Interface):
         Fire with the stored bytes, or fail with an OriginFailure whose kind says
         whether the object is absent (go on), or the origin broken or too slow.
         """
+
+
+def check_content(body: bytes, image_hash: str, where: str) -> bytes:
+    """
+    Names are SHA-1 hashes of the content, so a body that does not hash to its name is
+    corrupt (cut short without a Content-Length, bit rot, the wrong file): a failed hop,
+    never an object to cache as immutable.
+    """
+    if hashlib.sha1(body).hexdigest() != image_hash:
+        raise OriginFailure(FailureKind.UPSTREAM, where, "content does not match its SHA-1 name")
+    return body
 
 
 def render_template(template: str, image_hash: str, ext: str) -> str:

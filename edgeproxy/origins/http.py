@@ -11,10 +11,12 @@ from http.cookiejar import DefaultCookiePolicy
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.application.service import Service
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
@@ -22,6 +24,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from edgeproxy.errors import FailureKind, OriginFailure
 
+log = Logger()
 _USER_AGENT = b"edgeproxy/0.1"
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -37,7 +40,6 @@ class ClientService(Service):
     def __init__(self, reactor: IReactorTime, connect_timeout: float, per_host: int):
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = per_host
-        self.pool.retryAutomatically = False
         agent = Agent(reactor, connectTimeout=connect_timeout, pool=self.pool)
         jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         self.client = HTTPClient(agent, cookiejar=jar)
@@ -79,8 +81,11 @@ class HTTPBackend:
         )
         if response.code == 200:
             return await self._read(response, self._max_body)
-        await self._read(response, _ERROR_BODY_LIMIT)
         kind = FailureKind.NOT_FOUND if response.code in (404, 410) else FailureKind.UPSTREAM
+        try:
+            await self._read(response, _ERROR_BODY_LIMIT)
+        except OriginFailure:
+            pass  # the status decides; a long or cut error page only costs the connection
         raise OriginFailure(kind, self.address, f"HTTP {response.code}")
 
     def _read(self, response: IResponse, limit: int) -> "Deferred[bytes]":
@@ -93,11 +98,11 @@ class HTTPBackend:
     def _as_origin_failure(self, failure: Failure) -> Failure:
         if failure.check(OriginFailure):
             return failure
-        if failure.check(TimeoutError):
+        if failure.check(ConnectTimeout):
             return Failure(OriginFailure(FailureKind.TIMEOUT, self.address, "connect timed out"))
-        if failure.check(ConnectError, DNSLookupError, ResponseFailed):
-            return Failure(OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure)))
-        return failure
+        if not failure.check(ConnectError, DNSLookupError, ResponseFailed):
+            log.failure("unexpected failure from {address}", failure, address=self.address)
+        return Failure(OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure)))
 
 
 def _describe(failure: Failure) -> str:

@@ -15,7 +15,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from edgeproxy.errors import FailureKind, OriginFailure
-from edgeproxy.origins import IOrigin, render_template
+from edgeproxy.origins import IOrigin, check_content, render_template
 
 
 @implementer(IOrigin)
@@ -24,7 +24,10 @@ class LocalDirectoryOrigin:
 
     name = "local"
 
-    def __init__(self, root: str, path_template: str, max_body: int, reactor: IReactorFromThreads, pool: ThreadPool):
+    def __init__(
+        self, root: str, path_template: str, max_body: int, reactor: IReactorFromThreads, pool: ThreadPool, verify: bool = True
+    ):
+        self._verify = verify
         self._root = os.path.realpath(root)
         self._template = path_template
         self._max_body = max_body
@@ -34,19 +37,19 @@ class LocalDirectoryOrigin:
     def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
         relative = render_template(self._template, image_hash, ext).lstrip("/")
         path = os.path.join(self._root, relative)
-        d = deferToThreadPool(self._reactor, self._pool, self._read, path)
+        d = deferToThreadPool(self._reactor, self._pool, self._read, path, image_hash)
         return d.addErrback(self._as_origin_failure)
 
-    def _read(self, path: str) -> bytes:
+    def _read(self, path: str, image_hash: str) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(self._max_body + 1)
         if len(data) > self._max_body:
             raise OriginFailure(FailureKind.UPSTREAM, self.name, f"file over {self._max_body} bytes")
-        return data
+        return check_content(data, image_hash, self.name) if self._verify else data
 
     def _as_origin_failure(self, failure: Failure) -> Failure:
+        if failure.check(OriginFailure):
+            return failure
         if failure.check(FileNotFoundError, NotADirectoryError):
-            raise OriginFailure(FailureKind.NOT_FOUND, self.name, "no such file")
-        if failure.check(OSError):
-            raise OriginFailure(FailureKind.UPSTREAM, self.name, failure.getErrorMessage())
-        return failure
+            return Failure(OriginFailure(FailureKind.NOT_FOUND, self.name, "no such file"))
+        return Failure(OriginFailure(FailureKind.UPSTREAM, self.name, failure.getErrorMessage()))

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from edgeproxy.origins import IOrigin, render_template
+from edgeproxy.origins import IOrigin, check_content, render_template
 from edgeproxy.origins.fallback import first_success
 from edgeproxy.origins.http import HTTPBackend
 from edgeproxy.tokenmap import TokenMap
@@ -32,7 +32,9 @@ class ShardPairOrigin:
         path_template: str,
         timeout: float,
         max_body: int,
+        verify: bool = True,
     ):
+        self._verify = verify
         self._tokenmap = tokenmap
         self._path_template = path_template
         self._backends: dict[str, HTTPBackend] = {}
@@ -41,11 +43,13 @@ class ShardPairOrigin:
     def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
         path = render_template(self._path_template, image_hash, ext)
         pair = self._tokenmap().owner_of_hash(image_hash)
-        attempts = [(address, self._attempt(address, path)) for address in pair]
+        attempts = [(address, self._attempt(address, path, image_hash)) for address in pair]
         return ensureDeferred(first_success(f"pair {' '.join(pair)}", attempts))
 
-    def _attempt(self, address: str, path: str) -> Callable[[], "Deferred[bytes]"]:
+    def _attempt(self, address: str, path: str, image_hash: str) -> Callable[[], "Deferred[bytes]"]:
         backend = self._backends.get(address)
         if backend is None:
             backend = self._backends[address] = self._new_backend(address)
-        return lambda: backend.get(path)
+        if not self._verify:
+            return lambda: backend.get(path)
+        return lambda: backend.get(path).addCallback(check_content, image_hash, address)
