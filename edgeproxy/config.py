@@ -14,6 +14,7 @@ from typing import Callable, TypeVar
 
 from twisted.internet.endpoints import serverFromString
 
+from edgeproxy.eviction import POLICIES
 from edgeproxy.origins import render_template
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
@@ -50,6 +51,7 @@ class CacheConfig:
     disk_path: str
     disk_bytes: int
     negative_ttl: float
+    policy: str
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,15 @@ def parse_extensions(raw: str) -> frozenset[str]:
     return extensions
 
 
+def parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
 def parse_words(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
     def parse(raw: str) -> tuple[str, ...]:
         words = tuple(raw.replace(",", " ").split())
@@ -241,7 +252,7 @@ def load_config(path: str) -> Config:
 
 KNOWN_KEYS = {
     "edge": {"listen", "admin_listen", "hostnames", "extensions"},
-    "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl"},
+    "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
     "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash"},
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "path_template"},
@@ -290,6 +301,7 @@ def _cache(section: _Section) -> CacheConfig:
         disk_path=section.file("disk_path"),
         disk_bytes=section.get("disk_bytes", parse_size),
         negative_ttl=section.get("negative_ttl", parse_duration, 60.0),
+        policy=section.get("policy", parse_choice(tuple(POLICIES)), "s3fifo"),
     )
 
 

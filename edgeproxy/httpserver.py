@@ -45,7 +45,7 @@ class EdgeHandler:
     def __init__(self, grammar: UrlGrammar, hostnames: frozenset[bytes], images: ImageService):
         self._grammar = grammar
         self._hostnames = hostnames
-        self._images = images
+        self.images = images
         self._date = _HttpDate()
 
     def handle(self, request: http.Request) -> None:
@@ -54,7 +54,7 @@ class EdgeHandler:
             image = self._grammar.parse(request.path)
         except EdgeError as error:
             return self._send_error(request, error)
-        obj = self._images.cached(image)
+        obj = self.images.cached(image)
         if obj is not None:
             return self._send_object(request, obj, b"HIT-MEMORY", b"cache;desc=memory")
         self._miss(request, image)
@@ -71,13 +71,12 @@ class EdgeHandler:
     def _miss(self, request: http.Request, image: ImageRequest) -> None:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = self._images.fetch(image)
+        d = self.images.fetch(image)
         d.addCallback(self._fetched, request, gone).addErrback(self._failed, request, gone)
 
     def _fetched(self, fetched: Fetched, request: http.Request, gone: list[Failure]) -> None:
         if not gone:
-            timing = b"cache;desc=miss, origin;dur=%.1f" % (fetched.origin_seconds * 1000)
-            self._send_object(request, fetched.obj, b"MISS", timing)
+            self._send_object(request, fetched.obj, fetched.x_cache, fetched.timing)
 
     def _failed(self, failure: Failure, request: http.Request, gone: list[Failure]) -> None:
         if failure.check(EdgeError):

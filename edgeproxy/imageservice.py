@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 
 from edgeproxy.cachedobject import CachedObject, make_cached_object
+from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
@@ -21,8 +22,11 @@ from edgeproxy.urls import ImageRequest
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
+    """An object found after a memory miss, with where it came from (X-Cache) and how long it took."""
+
     obj: CachedObject
-    origin_seconds: float
+    x_cache: bytes
+    timing: bytes
 
 
 class ImageService:
@@ -32,8 +36,11 @@ class ImageService:
     hammer the origins.
     """
 
-    def __init__(self, memory: MemoryTier, origin: IOrigin, clock: IReactorTime, negative_ttl: float = 60.0):
+    def __init__(
+        self, memory: MemoryTier, origin: IOrigin, clock: IReactorTime, negative_ttl: float = 60.0, disk: DiskTier | None = None
+    ):
         self.memory = memory
+        self.disk = disk
         self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
         self._clock = clock
@@ -48,10 +55,22 @@ class ImageService:
             return fail(EdgeError(404, "variants are not rendered by this version"))
         if request.key in self._absent:
             return fail(EdgeError(404, "image not found"))
-        return self.flights.run(request.key, lambda: ensureDeferred(self._fetch_original(request)))
+        return self.flights.run(request.key, lambda: ensureDeferred(self._fill(request)))
 
-    async def _fetch_original(self, request: ImageRequest) -> Fetched:
+    async def _fill(self, request: ImageRequest) -> Fetched:
         started = self._clock.seconds()
+        if self.disk is not None and request.key in self.disk:
+            body = await self.disk.get(request.key)
+            if body is not None:
+                obj = make_cached_object(body)
+                self.disk.promoted += self.memory.put(request.key, obj)
+                return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
+        return await self._fetch_original(request, started)
+
+    def _ms_since(self, started: float) -> float:
+        return (self._clock.seconds() - started) * 1000
+
+    async def _fetch_original(self, request: ImageRequest, started: float) -> Fetched:
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
         except OriginFailure as failure:
@@ -62,5 +81,14 @@ class ImageService:
             obj = make_cached_object(body)
         except ValueError:
             raise EdgeError(502, "origin sent something that is not an image") from None
-        self.memory.put(request.key, obj)
-        return Fetched(obj, self._clock.seconds() - started)
+        if not self.memory.put(request.key, obj) and self.disk is not None:
+            self.disk.put(request.key, body)
+        return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % self._ms_since(started))
+
+    def purge(self, image_hash: str) -> dict[str, list[str]]:
+        """Forget the original and every variant of an image, in every tier."""
+        prefix = image_hash.encode()
+        removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix) if self.disk else []}
+        for key in [k for k in self._absent if k.startswith(prefix)]:
+            self._absent.pop(key, None)
+        return {tier: [key.decode() for key in keys] for tier, keys in removed.items()}

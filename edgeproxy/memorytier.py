@@ -1,41 +1,51 @@
 """
-The memory tier: an LRU bounded by bytes. It is the first place a request looks,
-so `get` is a single dictionary lookup plus LRU bookkeeping.
+The memory tier: a map bounded by bytes under a chosen eviction policy. It is the
+first place a request looks, so `get` is the policy's own lookup, bound once.
 """
 
 from __future__ import annotations
 
-from cachetools import LRUCache
+from typing import Callable
 
 from edgeproxy.cachedobject import CachedObject
+from edgeproxy.eviction import make_policy
+
+OnEvict = Callable[[bytes, CachedObject], None]
 
 
 def _object_size(obj: CachedObject) -> int:
     return obj.size
 
 
+def _keep_nothing(key: bytes, obj: CachedObject) -> None:
+    """Without a disk tier an evicted object is simply dropped."""
+
+
 class MemoryTier:
     """Never holds more than `budget` bytes; objects over `max_object` are served, not kept."""
 
-    def __init__(self, budget: int, max_object: int):
-        self._lru: LRUCache[bytes, CachedObject] = LRUCache(maxsize=budget, getsizeof=_object_size)
+    def __init__(self, budget: int, max_object: int, policy: str = "lru", on_evict: OnEvict = _keep_nothing):
+        self._objects = make_policy(policy, budget, _object_size, on_evict)
         self.max_object = min(max_object, budget)
-        self.get = self._lru.get
+        self.get = self._objects.get
 
     def put(self, key: bytes, obj: CachedObject) -> bool:
         """Keep `obj` if it fits the per-object limit; says whether it was kept."""
         if obj.size > self.max_object:
             return False
-        self._lru[key] = obj
+        self._objects[key] = obj
         return True
+
+    def purge(self, prefix: bytes) -> list[bytes]:
+        """Drop every object whose key starts with `prefix`; says which."""
+        keys = [key for key in self._objects if key.startswith(prefix)]
+        for key in keys:
+            self._objects.pop(key)
+        return keys
 
     @property
     def bytes_used(self) -> int:
-        return int(self._lru.currsize)
-
-    @property
-    def budget(self) -> int:
-        return int(self._lru.maxsize)
+        return int(self._objects.currsize)
 
     def __len__(self) -> int:
-        return len(self._lru)
+        return len(self._objects)

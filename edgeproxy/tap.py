@@ -16,6 +16,7 @@ from twisted.web.server import Site
 
 from edgeproxy.admin import HealthResource, make_admin_root
 from edgeproxy.config import Config, ConfigError, load_config
+from edgeproxy.disktier import DiskTier
 from edgeproxy.httpserver import EdgeHandler, EdgeSite
 from edgeproxy.imageservice import ImageService
 from edgeproxy.memorytier import MemoryTier
@@ -47,6 +48,17 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class DiskTierService(Service):
+    """Rebuilds the disk index in the background once the thread pool runs; serving does not wait."""
+
+    def __init__(self, disk: DiskTier):
+        self.disk = disk
+
+    def startService(self) -> None:
+        super().startService()
+        self.disk.start()
+
+
 def makeService(options: Options) -> IService:
     try:
         config = load_config(options["config"])
@@ -63,7 +75,7 @@ def build_service(config: Config) -> MultiService:
     site = build_edge(config, reactor, top)
     for description in config.edge.listen:
         StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(top)
-    admin = Site(make_admin_root(HealthResource()))
+    admin = Site(make_admin_root(HealthResource(), site.handler.images))
     for description in config.edge.admin_listen:
         StreamServerEndpointService(serverFromString(reactor, description), admin).setServiceParent(top)
     return top
@@ -74,8 +86,11 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="edgeproxy-disk")
     ThreadPoolService(disk_pool).setServiceParent(top)
     origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
-    memory = MemoryTier(config.cache.memory_bytes, config.cache.max_object_bytes)
-    images = ImageService(memory, origin, reactor, config.cache.negative_ttl)
+    cache = config.cache
+    disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
+    DiskTierService(disk).setServiceParent(top)
+    memory = MemoryTier(cache.memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
+    images = ImageService(memory, origin, reactor, cache.negative_ttl, disk)
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images)
     return EdgeSite(handler)
 

@@ -38,7 +38,7 @@ async def test_100_concurrent_misses_make_one_origin_request(tmp_path, slow_pair
         results = await fetch_all(edge, f"/{NAME}.jpg", 100)
         assert results == [(200, IMAGE)] * 100
         assert (slow_pair[0].hits, slow_pair[1].hits) == (1, 0)
-        assert edge.site.handler._images.flights.collapsed == 99
+        assert edge.site.handler.images.flights.collapsed == 99
     finally:
         await edge.stop()
 

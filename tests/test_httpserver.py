@@ -237,15 +237,16 @@ async def test_bytes_that_do_not_match_their_name_fail_the_hop_and_are_never_cac
 
 
 @pytest_twisted.ensureDeferred
-async def test_object_over_the_limit_is_served_but_not_cached(tmp_path, backends):
+async def test_object_over_the_memory_limit_is_served_and_kept_on_disk_only(tmp_path, backends):
     primary = backends(FILES)
     edge = Edge(tmp_path, {("cache", "max_object_bytes"): "1KiB"}, tokenmap=pair_map(primary))
     try:
-        for _ in range(2):
+        for expected in ("MISS", "HIT-DISK", "HIT-DISK"):
             response = await edge.get(f"/{NAME}.jpg")
             assert (await response.content()) == IMAGE
-            assert header(response, "X-Cache") == "MISS"
-        assert primary.hits == 2
+            assert header(response, "X-Cache") == expected
+        assert primary.hits == 1
+        assert len(edge.site.handler.images.memory) == 0
     finally:
         await edge.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -15,36 +16,46 @@ from pathlib import Path
 from tests.configs import REPO
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+_RUNS = itertools.count()
 _PORT = re.compile(r"EdgeSite starting on (\d+)")
+_ADMIN_PORT = re.compile(r"\] Site starting on (\d+)")
 
 
 class Twistd:
     def __init__(self, config: str, workdir: Path):
-        self.log = workdir / "twistd.log"
+        self.log = workdir / f"twistd-{next(_RUNS)}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))
         command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config]
         self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
         self.port = self._wait_for_port()
+        self.admin_port = int(_ADMIN_PORT.search(self.log.read_text())[1])
 
     def _wait_for_port(self, seconds: float = 20.0) -> int:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"twistd exited {self.process.returncode}: {self.process.stderr.read()}")
-            match = _PORT.search(self.log.read_text()) if self.log.exists() else None
-            if match:
-                return int(match[1])
+            text = self.log.read_text() if self.log.exists() else ""
+            if _PORT.search(text) and _ADMIN_PORT.search(text):
+                return int(_PORT.search(text)[1])
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("twistd did not start listening in time")
 
-    def get(self, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+    def get(self, path: str, headers: dict | None = None, admin: bool = False, method: str = "GET") -> tuple[int, dict, bytes]:
+        port = self.admin_port if admin else self.port
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        self.process.kill()
+        self.process.wait()
+        self.process.stderr.close()
 
     def stop(self) -> int:
         if self.process.poll() is None:
