@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,22 +35,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_serving(url: str, seconds: float = 20.0) -> None:
+def wait_until_serving(url: str, seconds: float = 20.0, accept_errors: bool = False) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return
+        except urllib.error.HTTPError:
+            if accept_errors:
+                return
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer in {seconds}s")
 
 
-def start_edgeproxy(port: int, workdir: Path) -> subprocess.Popen:
+def start_edgeproxy(port: int, workdir: Path, changes: dict[str, str] | None = None) -> subprocess.Popen:
+    """twistd edgeproxy on the bundled config, with `changes` (old line text: new) applied."""
     config = (REPO / "conf" / "edgeproxy.ini").read_text()
+    for old, new in (changes or {}).items():
+        config = config.replace(old, new)
     config = config.replace("listen = tcp:8080:backlog=1024", f"listen = tcp:{port}:interface=127.0.0.1:backlog=1024")
     config = config.replace("admin_listen = tcp:8081:interface=127.0.0.1", f"admin_listen = tcp:{free_port()}:interface=127.0.0.1")
     config = config.replace("root = ../samples", f"root = {REPO / 'samples'}")
+    config = config.replace("disk_path = ../cache", f"disk_path = {workdir / 'cache'}")
     config = config.replace("tokenmap = tokenmap.ini", f"tokenmap = {REPO / 'conf' / 'tokenmap.ini'}")
     path = workdir / "edgeproxy.ini"
     path.write_text(config)

@@ -274,3 +274,28 @@ async def test_client_gone_before_the_origin_answers_is_harmless(tmp_path, backe
     finally:
         globalLogPublisher.removeObserver(observer)
         await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_memory_evictions_spill_to_disk_and_disk_hits_are_promoted(tmp_path, backends):
+    images = [photo(seed=s) for s in range(10, 14)]
+    primary = backends({f"/{name_of(i)}.jpg": i for i in images})
+    budget = max(len(i) for i in images) * 2 + 600
+    edge = Edge(tmp_path, {("cache", "memory_bytes"): str(budget)}, tokenmap=pair_map(primary))
+    service = edge.site.handler.images
+    try:
+        for image in images:
+            response = await edge.get(f"/{name_of(image)}.jpg")
+            assert (response.code, header(response, "X-Cache"), await response.content()) == (200, "MISS", image)
+        assert service.disk.spilled >= 2
+        first = f"/{name_of(images[0])}.jpg"
+        seen = []
+        for _ in range(2):
+            response = await edge.get(first)
+            assert await response.content() == images[0]
+            seen.append((header(response, "X-Cache"), header(response, "Server-Timing").split("dur=")[0]))
+        assert seen == [("HIT-DISK", "cache;desc=disk;"), ("HIT-MEMORY", "cache;desc=memory")]
+        assert service.disk.promoted == 1
+        assert primary.hits == len(images)
+    finally:
+        await edge.stop()
