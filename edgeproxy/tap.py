@@ -100,7 +100,9 @@ def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, t
     if kind == "local":
         assert config.local is not None
         local = config.local
-        return LocalDirectoryOrigin(local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash)
+        return LocalDirectoryOrigin(
+            local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash
+        )
     assert config.shards is not None
     clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host)
     clients.setServiceParent(top)

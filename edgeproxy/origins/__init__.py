@@ -6,10 +6,14 @@ directory and (later) S3 regions compose into one fallback chain.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
 
 from edgeproxy.errors import FailureKind, OriginFailure
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class IOrigin(Interface):
