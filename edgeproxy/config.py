@@ -16,12 +16,12 @@ from twisted.internet.endpoints import serverFromString
 
 from edgeproxy.eviction import POLICIES
 from edgeproxy.origins import render_template
+from edgeproxy.render import saveable_formats
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
 
 T = TypeVar("T")
 ORIGIN_KINDS = ("local", "shards")
-FORMATS = ("jpg", "png", "webp", "avif")
 _REQUIRED = object()
 _SIZE = re.compile(r"\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*")
 _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
@@ -84,6 +84,7 @@ class ResizeConfig:
     max_dimension: int
     quality: int
     source_ext: str
+    max_source_pixels: int
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class Config:
     def url_grammar(self) -> UrlGrammar:
         return UrlGrammar(
             extensions=self.edge.extensions,
-            formats=frozenset(FORMATS),
+            formats=saveable_formats(),
             presets=self.resize.presets,
             allowed_sizes=self.resize.allowed_sizes,
             max_dimension=self.resize.max_dimension,
@@ -256,7 +257,7 @@ KNOWN_KEYS = {
     "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash"},
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "path_template"},
-    "resize": {"presets", "allowed_sizes", "max_dimension", "quality", "source_ext"},
+    "resize": {"presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels"},
 }
 
 
@@ -352,5 +353,6 @@ def _resize(section: _Section) -> ResizeConfig:
         max_dimension=max_dimension,
         quality=quality,
         source_ext=section.get("source_ext", lambda raw: raw, "jpg"),
+        max_source_pixels=section.get("max_source_pixels", parse_count, 50_000_000),
     )
 

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from edgeproxy.cachedobject import CachedObject, make_cached_object
 from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
+from edgeproxy.render import Renderer, Unrenderable
 from edgeproxy.singleflight import SingleFlight
 from edgeproxy.urls import ImageRequest
+
+log = Logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +41,17 @@ class ImageService:
     """
 
     def __init__(
-        self, memory: MemoryTier, origin: IOrigin, clock: IReactorTime, negative_ttl: float = 60.0, disk: DiskTier | None = None
+        self,
+        memory: MemoryTier,
+        origin: IOrigin,
+        clock: IReactorTime,
+        renderer: Renderer,
+        negative_ttl: float = 60.0,
+        disk: DiskTier | None = None,
     ):
         self.memory = memory
         self.disk = disk
+        self._renderer = renderer
         self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
         self._clock = clock
@@ -50,10 +61,12 @@ class ImageService:
         return self.memory.get(request.key)
 
     def fetch(self, request: ImageRequest) -> "Deferred[Fetched]":
-        """Fill a miss from the origin; every failure is an EdgeError for the client."""
-        if not request.is_original:
-            return fail(EdgeError(404, "variants are not rendered by this version"))
-        if request.key in self._absent:
+        """
+        Fill a memory miss: from disk, else from the origin (an original) or by
+        rendering (a variant). Concurrent misses on one key share one fill, and every
+        variant of an image shares the one fill of its original.
+        """
+        if request.original().key in self._absent:
             return fail(EdgeError(404, "image not found"))
         return self.flights.run(request.key, lambda: ensureDeferred(self._fill(request)))
 
@@ -65,7 +78,28 @@ class ImageService:
                 obj = make_cached_object(body)
                 self.disk.promoted += self.memory.put(request.key, obj)
                 return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
-        return await self._fetch_original(request, started)
+        if request.is_original:
+            return await self._fetch_original(request, started)
+        return await self._render(request, started)
+
+    async def _render(self, request: ImageRequest, started: float) -> Fetched:
+        original = self.memory.get(request.original().key)
+        if original is None:
+            original = (await self.fetch(request.original())).obj
+        rendering = self._clock.seconds()
+        try:
+            body = await self._renderer.render(original.body, request.geometry, request.fmt)
+        except Unrenderable as error:
+            log.warn("cannot render {key}: {reason}", key=request.key, reason=error.reason)
+            raise
+        obj = make_cached_object(body)
+        self._store(request.key, obj)
+        timing = b"cache;desc=miss, render;dur=%.1f" % self._ms_since(rendering)
+        return Fetched(obj, b"MISS", timing)
+
+    def _store(self, key: bytes, obj: CachedObject) -> None:
+        if not self.memory.put(key, obj) and self.disk is not None:
+            self.disk.put(key, obj.body)
 
     def _ms_since(self, started: float) -> float:
         return (self._clock.seconds() - started) * 1000
@@ -81,8 +115,7 @@ class ImageService:
             obj = make_cached_object(body)
         except ValueError:
             raise EdgeError(502, "origin sent something that is not an image") from None
-        if not self.memory.put(request.key, obj) and self.disk is not None:
-            self.disk.put(request.key, body)
+        self._store(request.key, obj)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % self._ms_since(started))
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:

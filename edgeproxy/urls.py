@@ -45,6 +45,10 @@ class ImageRequest:
     def is_original(self) -> bool:
         return self.geometry is None
 
+    def original(self) -> ImageRequest:
+        """What a variant is rendered from: the stored original, cached as an object of its own."""
+        return ImageRequest(self.image_hash, self.ext, None, None, f"{self.image_hash}.{self.ext}".encode())
+
 
 def parse_geometry(text: str, max_dimension: int) -> Geometry:
     """Parse `{W}x{H}[-fit]`; raises ValueError with a short reason."""

@@ -1,0 +1,129 @@
+"""
+Rendering a variant with libvips, set up as imgproxy runs it: operation cache off,
+libvips' own threading at 1 (our pool gives the parallelism), and only the loaders
+of the allowed source formats unblocked, so an SVG, PDF or anything else that
+slips past the magic-byte check is refused by libvips itself. Source limits are
+checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyvips
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from edgeproxy.errors import EdgeError
+from edgeproxy.mediatype import sniff_media_type
+from edgeproxy.urls import Geometry
+
+UNBOUNDED = 10_000_000  # libvips' VIPS_MAX_COORD: "no limit on this side"
+_ALLOWED_LOADERS = ("VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp", "VipsForeignLoadNsgif", "VipsForeignLoadHeif")
+
+
+def configure_libvips() -> None:
+    pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
+    pyvips.concurrency_set(1)
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for loader in _ALLOWED_LOADERS:
+        pyvips.operation_block_set(loader, False)
+
+
+def saveable_formats() -> frozenset[str]:
+    """The output formats this libvips build can write (avif needs libheif with AV1)."""
+    formats = {"jpg", "png", "webp"}
+    try:
+        pyvips.Image.black(1, 1).heifsave_buffer(compression="av1")
+        formats.add("avif")
+    except pyvips.Error:
+        pass
+    return frozenset(formats)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    quality: int = 82
+    max_pixels: int = 50_000_000
+    max_frames: int = 1000
+    background: tuple[int, int, int] = (255, 255, 255)
+
+
+class Unrenderable(EdgeError):
+    """The original cannot be made into this variant: never cached, answered 502."""
+
+    def __init__(self, reason: str):
+        super().__init__(502, "original is not a decodable image")
+        self.reason = reason
+
+
+def render(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:
+    """Runs in the render pool. The first frame of an animation; EXIF orientation applied."""
+    _check_source(source, settings)
+    try:
+        image = pyvips.Image.thumbnail_buffer(source, _width(geometry), **_thumbnail_options(geometry))
+        return _save(_to_srgb(image, fmt, settings), fmt, settings)
+    except pyvips.Error as error:
+        raise Unrenderable(str(error).splitlines()[0]) from None
+
+
+def _check_source(source: bytes, settings: RenderSettings) -> None:
+    if sniff_media_type(source) is None:
+        raise Unrenderable("not an allowed image format")
+    try:
+        header = pyvips.Image.new_from_buffer(source, "", access="sequential")
+    except pyvips.Error as error:
+        raise Unrenderable(str(error).splitlines()[0]) from None
+    if header.width * header.height > settings.max_pixels:
+        raise Unrenderable(f"{header.width}x{header.height} is over {settings.max_pixels} pixels")
+    pages = header.get("n-pages") if header.get_typeof("n-pages") else 1
+    if pages > settings.max_frames:
+        raise Unrenderable(f"{pages} frames is over {settings.max_frames}")
+
+
+def _width(geometry: Geometry) -> int:
+    return geometry.width or UNBOUNDED
+
+
+def _thumbnail_options(geometry: Geometry) -> dict[str, object]:
+    # fail_on is a loader option: a truncated source must fail, not render grey.
+    options: dict[str, object] = {"height": geometry.height or UNBOUNDED, "size": "down", "option_string": "fail_on=truncated"}
+    if geometry.fit == "cover" and geometry.width and geometry.height:
+        options["crop"] = "centre"
+    return options
+
+
+def _to_srgb(image: pyvips.Image, fmt: str, settings: RenderSettings) -> pyvips.Image:
+    if image.interpretation not in ("srgb", "b-w"):
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar") if image.interpretation != "rgb16" else image.colourspace("srgb")
+    if image.hasalpha() and fmt == "jpg":
+        image = image.flatten(background=list(settings.background))
+    return image
+
+
+def _save(image: pyvips.Image, fmt: str, settings: RenderSettings) -> bytes:
+    if fmt == "jpg":
+        return image.jpegsave_buffer(Q=settings.quality, keep="none", optimize_coding=True)
+    if fmt == "png":
+        return image.pngsave_buffer(keep="none")
+    if fmt == "webp":
+        return image.webpsave_buffer(Q=settings.quality, keep="none")
+    return image.heifsave_buffer(Q=settings.quality, compression="av1", keep="none")
+
+
+class Renderer:
+    """Runs renders in a dedicated thread pool (libvips releases the GIL), never the reactor's."""
+
+    def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool, settings: RenderSettings):
+        self._reactor = reactor
+        self._pool = pool
+        self._settings = settings
+
+    def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
+        return deferToThreadPool(self._reactor, self._pool, render, source, geometry, fmt, self._settings)

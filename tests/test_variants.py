@@ -1,0 +1,53 @@
+"""Variants through the HTTP layer: rendered once, cached, and sharing one fetch of their original."""
+
+import pyvips
+import pytest_twisted
+from twisted.internet.defer import DeferredList, ensureDeferred
+
+from tests.edge import Edge, pair_map
+from tests.images import name_of, photo
+
+IMAGE = photo(1200, 900, seed=5)
+NAME = name_of(IMAGE)
+VARIANTS = {"thumb.jpg": (150, 150), "480x0.webp": (480, 360), "small/seo-slug.png": (320, 240), "small.jpg": (320, 240)}
+
+
+async def get(edge, path):
+    response = await edge.get(path)
+    return response.code, response.headers.getRawHeaders("X-Cache", [""])[0], await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_different_variants_of_one_image_share_one_origin_fetch(tmp_path, backends):
+    primary = backends({f"/{NAME}.jpg": IMAGE})
+    primary.set_mode("slow")
+    primary.resource.slow_seconds = 0.5
+    edge = Edge(tmp_path, {("resize", "presets"): "thumb=150x150-cover small=320x0"}, tokenmap=pair_map(primary))
+    try:
+        paths = [f"/{NAME}/{variant}" for variant in VARIANTS] * 5
+        results = await DeferredList([ensureDeferred(get(edge, p)) for p in paths], consumeErrors=True)
+        assert primary.hits == 1
+        for (ok, (status, x_cache, body)), path in zip(results, paths):
+            assert ok and status == 200 and x_cache == "MISS"
+            image = pyvips.Image.new_from_buffer(body, "")
+            assert (image.width, image.height) == VARIANTS[path.split("/", 2)[2]]
+        for variant in VARIANTS:
+            assert (await get(edge, f"/{NAME}/{variant}"))[:2] == (200, "HIT-MEMORY")
+        assert (await get(edge, f"/{NAME}.jpg"))[1] == "HIT-MEMORY"  # the original is an object of its own
+        assert primary.hits == 1
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_original_that_cannot_be_rendered_is_502_and_no_variant_is_cached(tmp_path, backends):
+    truncated = IMAGE[: len(IMAGE) // 2]
+    primary = backends({f"/{name_of(truncated)}.jpg": truncated})
+    edge = Edge(tmp_path, {("resize", "presets"): "small=320x0"}, tokenmap=pair_map(primary))
+    try:
+        for _ in range(2):
+            status, _, body = await get(edge, f"/{name_of(truncated)}/small.jpg")
+            assert (status, body) == (502, b"original is not a decodable image\n")
+        assert len(edge.site.handler.images.memory) == 1  # only the original
+    finally:
+        await edge.stop()
