@@ -2,7 +2,9 @@
 
 import pyvips
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.task import deferLater
 
 from tests.edge import Edge, pair_map
 from tests.images import name_of, photo
@@ -49,5 +51,25 @@ async def test_an_original_that_cannot_be_rendered_is_502_and_no_variant_is_cach
             status, _, body = await get(edge, f"/{name_of(truncated)}/small.jpg")
             assert (status, body) == (502, b"original is not a decodable image\n")
         assert len(edge.site.handler.images.memory) == 1  # only the original
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_drops_the_original_and_every_variant_from_both_tiers(tmp_path, backends):
+    primary = backends({f"/{NAME}.jpg": IMAGE})
+    edge = Edge(tmp_path, {("resize", "presets"): "small=320x0", ("cache", "max_object_bytes"): "20KiB"}, tokenmap=pair_map(primary))
+    images = edge.site.handler.images
+    try:
+        for path in (f"/{NAME}.jpg", f"/{NAME}/small.jpg", f"/{NAME}/480x0.webp"):
+            assert (await get(edge, path))[0] == 200
+        while images.disk.writes_in_flight:
+            await deferLater(reactor, 0.01, lambda: None)
+        removed = images.purge(NAME)
+        assert removed["disk"] == [f"{NAME}.jpg"]  # the 1200x900 original is over 20KiB: disk only
+        assert sorted(removed["memory"]) == sorted([f"{NAME}/320x0-inside.jpg", f"{NAME}/480x0-inside.webp"])
+        for path in (f"/{NAME}.jpg", f"/{NAME}/small.jpg"):
+            assert (await get(edge, path))[:2] == (200, "MISS")
+        assert primary.hits == 2
     finally:
         await edge.stop()
