@@ -12,6 +12,7 @@ object is not.
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from typing import Callable
@@ -49,17 +50,26 @@ class DiskTier:
         self._pool = pool
         self._index = make_policy(policy, budget, _entry_size, self._evicted)
         self._down_until = 0.0
+        self._ready = False
+        self._purged_early: list[bytes] = []
         self._writing: dict[bytes, bytes] = {}
+        self._temp_ids = itertools.count()
+        self._mutations: Deferred[None] = succeed(None)
         self.spilled = 0
         self.promoted = 0
 
     def _run(self, work: Callable, *args: object) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, work, *args)
 
+    def _mutate(self, work: Callable, *args: object) -> Deferred:
+        """Writes and deletes run one at a time, in order: a delete never lands after a newer write."""
+        done: Deferred = Deferred()
+        self._mutations.addCallback(lambda _: self._run(work, *args).addBoth(_settle, done))
+        return done
+
     def start(self) -> Deferred:
         """Rebuild the index from what a previous run left; serving need not wait for it."""
-        d = self._run(self._scan)
-        return d.addCallbacks(self._indexed, self._write_failed)
+        return self._run(self._scan).addCallbacks(self._indexed, self._scan_failed)
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -88,18 +98,27 @@ class DiskTier:
         return self._run(self._read, key).addErrback(self._read_failed, key)
 
     def put(self, key: bytes, body: bytes) -> None:
-        """Spill an object; skipped while the disk is failing, retried after RETRY_SECONDS."""
+        """
+        Spill an object; skipped until the start-up scan is done and while the disk is
+        failing (retried after RETRY_SECONDS). A key whose write is still in flight
+        reuses that write: a key always names the same bytes.
+        """
         size = diskentry.entry_size(key, len(body))
-        if not self.available or key in self._index or size > self._index.maxsize:
+        if not (self._ready and self.available) or key in self._index or size > self._index.maxsize:
             return
         self._index[key] = size
-        self._writing[key] = body
         self.spilled += 1
-        d = self._run(self._write, key, body)
+        if key in self._writing:
+            return
+        self._writing[key] = body
+        temp = os.path.join(self._tmp, f"{diskentry.file_name(key)}.{os.getpid()}.{next(self._temp_ids)}.tmp")
+        d = self._mutate(self._write, key, body, temp)
         d.addCallbacks(self._written, self._write_failed, callbackArgs=(key,), errbackArgs=(key,))
 
     def purge(self, prefix: bytes) -> list[bytes]:
-        """Drop every entry whose key starts with `prefix`; says which."""
+        """Drop every entry whose key starts with `prefix`; says which (later, too, if still indexing)."""
+        if not self._ready:
+            self._purged_early.append(prefix)
         keys = [key for key in self._index if key.startswith(prefix)]
         for key in keys:
             self._index.pop(key)
@@ -110,7 +129,9 @@ class DiskTier:
         self._delete(key)
 
     def _delete(self, key: bytes) -> None:
-        self._run(_unlink, self._path(key)).addErrback(lambda f: log.warn("disk delete failed: {f}", f=f.getErrorMessage()))
+        if key in self._writing:
+            return  # _written deletes the file if the key is not indexed again by then
+        self._mutate(_unlink, self._path(key)).addErrback(lambda f: log.warn("disk delete failed: {f}", f=f.getErrorMessage()))
 
     def _path(self, key: bytes) -> str:
         name = diskentry.file_name(key)
@@ -134,9 +155,8 @@ class DiskTier:
             log.warn("disk read of {key} failed: {f}", key=key, f=failure.getErrorMessage())
         return None
 
-    def _write(self, key: bytes, body: bytes) -> None:
+    def _write(self, key: bytes, body: bytes, temp: str) -> None:
         path = self._path(key)
-        temp = os.path.join(self._tmp, f"{os.path.basename(path)}.{os.getpid()}.tmp")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             with open(temp, "wb") as handle:
@@ -162,6 +182,10 @@ class DiskTier:
             log.warn("disk tier failing ({f}): memory only for {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
         self._down_until = self._clock.seconds() + RETRY_SECONDS
 
+    def _scan_failed(self, failure: Failure) -> None:
+        log.warn("disk tier unusable ({f}): memory only, retrying in {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
+        self._clock.callLater(RETRY_SECONDS, self.start)
+
     def _scan(self) -> list[tuple[float, bytes, int]]:
         """Runs in a thread: clear temp files, and list the intact-looking entries, oldest first."""
         os.makedirs(self._objects, exist_ok=True)
@@ -172,10 +196,20 @@ class DiskTier:
         return sorted(item for item in map(_inspect, _entry_files(self._objects)) if item is not None)
 
     def _indexed(self, found: list[tuple[float, bytes, int]]) -> None:
+        purged = tuple(self._purged_early)
         for _, key, size in found:
-            if key not in self._index and size <= self._index.maxsize:
+            if purged and key.startswith(purged):
+                self._delete(key)
+            elif size <= self._index.maxsize:
                 self._index[key] = size
+        self._ready = True
+        self._purged_early.clear()
         log.info("disk tier indexed {n} entries, {b} bytes", n=len(self._index), b=self._index.currsize)
+
+
+def _settle(result: object, done: Deferred) -> None:
+    """Hand a mutation's result to its caller; the queue itself goes on either way."""
+    done.callback(result) if not isinstance(result, Failure) else done.errback(result)
 
 
 def _entry_size(size: int) -> int:
@@ -191,7 +225,7 @@ def _unlink(path: str) -> None:
 
 def _read_regular_file(path: str) -> bytes:
     """Read a file only if it is a regular file: a symlink planted in the cache is never followed."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted FIFO must not block
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise diskentry.CorruptEntry("not a regular file")

@@ -52,6 +52,7 @@ class ImageService:
         self.memory = memory
         self.disk = disk
         self._renderer = renderer
+        self._purges = 0
         self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
         self._clock = clock
@@ -72,6 +73,7 @@ class ImageService:
 
     async def _fill(self, request: ImageRequest) -> Fetched:
         started = self._clock.seconds()
+        purges = self._purges
         if self.disk is not None and request.key in self.disk:
             body = await self.disk.get(request.key)
             if body is not None:
@@ -79,10 +81,10 @@ class ImageService:
                 self.disk.promoted += self.memory.put(request.key, obj)
                 return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
         if request.is_original:
-            return await self._fetch_original(request, started)
-        return await self._render(request, started)
+            return await self._fetch_original(request, started, purges)
+        return await self._render(request, purges)
 
-    async def _render(self, request: ImageRequest, started: float) -> Fetched:
+    async def _render(self, request: ImageRequest, purges: int) -> Fetched:
         original = self.memory.get(request.original().key)
         if original is None:
             original = (await self.fetch(request.original())).obj
@@ -93,18 +95,21 @@ class ImageService:
             log.warn("cannot render {key}: {reason}", key=request.key, reason=error.reason)
             raise
         obj = make_cached_object(body)
-        self._store(request.key, obj)
+        self._store(request.key, obj, purges)
         timing = b"cache;desc=miss, render;dur=%.1f" % self._ms_since(rendering)
         return Fetched(obj, b"MISS", timing)
 
-    def _store(self, key: bytes, obj: CachedObject) -> None:
+    def _store(self, key: bytes, obj: CachedObject, purges: int) -> None:
+        """Keep a filled object, unless a purge came while it was being filled."""
+        if purges != self._purges:
+            return
         if not self.memory.put(key, obj) and self.disk is not None:
             self.disk.put(key, obj.body)
 
     def _ms_since(self, started: float) -> float:
         return (self._clock.seconds() - started) * 1000
 
-    async def _fetch_original(self, request: ImageRequest, started: float) -> Fetched:
+    async def _fetch_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
         except OriginFailure as failure:
@@ -115,12 +120,13 @@ class ImageService:
             obj = make_cached_object(body)
         except ValueError:
             raise EdgeError(502, "origin sent something that is not an image") from None
-        self._store(request.key, obj)
+        self._store(request.key, obj, purges)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % self._ms_since(started))
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:
         """Forget the original and every variant of an image, in every tier."""
         prefix = image_hash.encode()
+        self._purges += 1
         removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix) if self.disk else []}
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)

@@ -101,7 +101,7 @@ def _to_srgb(image: pyvips.Image, fmt: str, settings: RenderSettings) -> pyvips.
     if image.interpretation not in ("srgb", "b-w"):
         image = image.colourspace("srgb")
     if image.format != "uchar":
-        image = image.cast("uchar") if image.interpretation != "rgb16" else image.colourspace("srgb")
+        image = image.cast("uchar")
     if image.hasalpha() and fmt == "jpg":
         image = image.flatten(background=list(settings.background))
     return image

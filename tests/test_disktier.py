@@ -7,6 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
@@ -173,3 +174,55 @@ async def test_write_failures_degrade_to_memory_only_and_recover(tmp_path, pool)
     disk.put(b"c.jpg", b"C" * 100)
     await settle(disk)
     assert await disk.get(b"c.jpg") == b"C" * 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_evicted_then_spilled_again_while_its_write_is_in_flight(tmp_path, pool):
+    """The in-flight write is reused: index and files agree, no error, nothing untracked."""
+    failures = []
+    observer = lambda event: failures.append(event) if "log_failure" in event else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        disk = tier(tmp_path, pool, budget=3 * (diskentry.HEADER.size + 6 + 40_000))
+        await disk.start()
+        for round in range(30):
+            disk.put(b"k1.jpg", b"1" * 40_000)
+            for other in range(3):
+                disk.put(b"o%d-%d.jpg" % (round, other), b"o" * 40_000)  # evicts k1, maybe mid-write
+            disk.put(b"k1.jpg", b"1" * 40_000)
+        await settle(disk)
+        await deferLater(reactor, 0.2, lambda: None)
+        on_disk = {os.path.basename(p) for p in files_on_disk(tmp_path)}
+        assert on_disk == {diskentry.file_name(k) for k in disk._index}
+        assert sum(files_on_disk(tmp_path).values()) == disk.bytes_used
+        assert failures == []
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_spill_before_the_scan_and_a_purge_during_the_scan_holds(tmp_path, pool):
+    first = tier(tmp_path, pool)
+    await first.start()
+    first.put(b"abc.jpg", b"x" * 100)
+    await settle(first)
+    again = tier(tmp_path, pool)
+    again.put(b"early.jpg", b"y" * 100)  # before start(): the scan would delete its temp file
+    scan = again.start()
+    assert again.purge(b"abc") == []
+    await scan
+    assert b"abc.jpg" not in again and b"early.jpg" not in again
+    await deferLater(reactor, 0.1, lambda: None)
+    assert files_on_disk(tmp_path) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fifo_planted_as_an_entry_does_not_block_the_pool(tmp_path, pool):
+    disk = tier(tmp_path, pool)
+    await disk.start()
+    disk.put(b"a.jpg", b"A" * 100)
+    await settle(disk)
+    path = path_of(tmp_path, b"a.jpg")
+    os.unlink(path)
+    os.mkfifo(path)
+    assert await disk.get(b"a.jpg") is None
