@@ -85,6 +85,9 @@ class ResizeConfig:
     quality: int
     source_ext: str
     max_source_pixels: int
+    render_workers: int
+    render_queue: int
+    tenant_share: float
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,16 @@ def parse_count(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{raw!r} is not a whole number of at least 1")
     return int(raw)
+
+
+def parse_share(raw: str) -> float:
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(f"{raw!r} is not a share between 0 (excluded) and 1")
+    return share
 
 
 def parse_bool(raw: str) -> bool:
@@ -257,7 +270,10 @@ KNOWN_KEYS = {
     "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash"},
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "path_template"},
-    "resize": {"presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels"},
+    "resize": {
+        "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
+        "render_workers", "render_queue", "tenant_share",
+    },
 }
 
 
@@ -354,5 +370,8 @@ def _resize(section: _Section) -> ResizeConfig:
         quality=quality,
         source_ext=section.get("source_ext", lambda raw: raw, "jpg"),
         max_source_pixels=section.get("max_source_pixels", parse_count, 50_000_000),
+        render_workers=section.get("render_workers", parse_count, 2 * (os.cpu_count() or 1)),
+        render_queue=section.get("render_queue", parse_count, 64),
+        tenant_share=section.get("tenant_share", parse_share, 0.5),
     )
 

@@ -50,28 +50,31 @@ class EdgeHandler:
 
     def handle(self, request: http.Request) -> None:
         try:
-            self._check_request(request)
+            tenant = self._check_request(request)
             image = self._grammar.parse(request.path)
         except EdgeError as error:
             return self._send_error(request, error)
         obj = self.images.cached(image)
         if obj is not None:
             return self._send_object(request, obj, b"HIT-MEMORY", b"cache;desc=memory")
-        self._miss(request, image)
+        self._miss(request, image, tenant)
 
-    def _check_request(self, request: http.Request) -> None:
+    def _check_request(self, request: http.Request) -> bytes:
+        """The hostname (the tenant) of a GET or HEAD for a host we serve."""
         if request.method not in (b"GET", b"HEAD"):
             raise EdgeError(405, "method not allowed", {b"Allow": _ALLOWED})
         host = request.getHeader(b"host")
         if host is None:
             raise EdgeError(400, "missing Host header")
-        if _hostname(host) not in self._hostnames:
+        hostname = _hostname(host)
+        if hostname not in self._hostnames:
             raise EdgeError(421, "unknown host")
+        return hostname
 
-    def _miss(self, request: http.Request, image: ImageRequest) -> None:
+    def _miss(self, request: http.Request, image: ImageRequest, tenant: bytes) -> None:
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = self.images.fetch(image)
+        d = self.images.fetch(image, tenant)
         d.addCallback(self._fetched, request, gone).addErrback(self._failed, request, gone)
 
     def _fetched(self, fetched: Fetched, request: http.Request, gone: list[Failure]) -> None:

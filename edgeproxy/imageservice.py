@@ -18,6 +18,7 @@ from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
 from edgeproxy.render import Renderer, Unrenderable
+from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.singleflight import SingleFlight
 from edgeproxy.urls import ImageRequest
 
@@ -46,12 +47,14 @@ class ImageService:
         origin: IOrigin,
         clock: IReactorTime,
         renderer: Renderer,
+        queue: RenderQueue,
         negative_ttl: float = 60.0,
         disk: DiskTier | None = None,
     ):
         self.memory = memory
         self.disk = disk
         self._renderer = renderer
+        self.queue = queue
         self._purges = 0
         self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
@@ -61,17 +64,24 @@ class ImageService:
     def cached(self, request: ImageRequest) -> CachedObject | None:
         return self.memory.get(request.key)
 
-    def fetch(self, request: ImageRequest) -> "Deferred[Fetched]":
+    def fetch(self, request: ImageRequest, tenant: bytes = b"") -> "Deferred[Fetched]":
         """
         Fill a memory miss: from disk, else from the origin (an original) or by
-        rendering (a variant). Concurrent misses on one key share one fill, and every
-        variant of an image shares the one fill of its original.
+        rendering (a variant) for `tenant` (the hostname). Concurrent misses on one
+        key share one fill, every variant of an image shares the one fill of its
+        original, and a variant that could not even wait for a render worker is
+        refused before anything is fetched.
         """
         if request.original().key in self._absent:
             return fail(EdgeError(404, "image not found"))
-        return self.flights.run(request.key, lambda: ensureDeferred(self._fill(request)))
+        if not request.is_original and request.key not in self.flights:
+            try:
+                self.queue.check_room()
+            except EdgeError as error:
+                return fail(error)
+        return self.flights.run(request.key, lambda: ensureDeferred(self._fill(request, tenant)))
 
-    async def _fill(self, request: ImageRequest) -> Fetched:
+    async def _fill(self, request: ImageRequest, tenant: bytes) -> Fetched:
         started = self._clock.seconds()
         purges = self._purges
         if self.disk is not None and request.key in self.disk:
@@ -82,15 +92,15 @@ class ImageService:
                 return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
         if request.is_original:
             return await self._fetch_original(request, started, purges)
-        return await self._render(request, purges)
+        return await self._render(request, tenant, purges)
 
-    async def _render(self, request: ImageRequest, purges: int) -> Fetched:
+    async def _render(self, request: ImageRequest, tenant: bytes, purges: int) -> Fetched:
         original = self.memory.get(request.original().key)
         if original is None:
-            original = (await self.fetch(request.original())).obj
+            original = (await self.fetch(request.original(), tenant)).obj
         rendering = self._clock.seconds()
         try:
-            body = await self._renderer.render(original.body, request.geometry, request.fmt)
+            body = await self.queue.run(tenant, lambda: self._renderer.render(original.body, request.geometry, request.fmt))
         except Unrenderable as error:
             log.warn("cannot render {key}: {reason}", key=request.key, reason=error.reason)
             raise

@@ -31,6 +31,9 @@ class SingleFlight(Generic[T]):
         maybeDeferred(start).addBoth(self._land, key)
         return waiter
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._flights
+
     def _land(self, result: T | Failure, key: Hashable) -> None:
         """Answer every waiter with the same result; a failure is not kept for the next request."""
         for waiter in self._flights.pop(key):

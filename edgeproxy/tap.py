@@ -5,7 +5,6 @@ configuration file. A bad configuration stops here with one line on stderr.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from twisted.application.internet import StreamServerEndpointService
@@ -27,6 +26,7 @@ from edgeproxy.origins.http import ClientService
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
 from edgeproxy.origins.shardpair import ShardPairOrigin
 from edgeproxy.render import Renderer, RenderSettings, configure_libvips
+from edgeproxy.renderqueue import RenderQueue
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
 
@@ -92,15 +92,17 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
     DiskTierService(disk).setServiceParent(top)
     memory = MemoryTier(cache.memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
-    images = ImageService(memory, origin, reactor, _renderer(config, reactor, top), cache.negative_ttl, disk)
+    resize = config.resize
+    queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
+    images = ImageService(memory, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl, disk)
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images)
     return EdgeSite(handler)
 
 
 def _renderer(config: Config, reactor: object, top: MultiService) -> Renderer:
-    """libvips work in its own pool, two threads per core as imgproxy sizes it."""
+    """libvips work in its own pool, one thread per render worker (default two per core, as imgproxy)."""
     configure_libvips()
-    pool = ThreadPool(minthreads=1, maxthreads=2 * (os.cpu_count() or 1), name="edgeproxy-render")
+    pool = ThreadPool(minthreads=1, maxthreads=config.resize.render_workers, name="edgeproxy-render")
     ThreadPoolService(pool).setServiceParent(top)
     settings = RenderSettings(quality=config.resize.quality, max_pixels=config.resize.max_source_pixels)
     return Renderer(reactor, pool, settings)

@@ -73,3 +73,28 @@ async def test_purge_drops_the_original_and_every_variant_from_both_tiers(tmp_pa
         assert primary.hits == 2
     finally:
         await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_render_queue_sheds_with_retry_after_and_hits_are_still_served(tmp_path, backends):
+    big = photo(2400, 1800, seed=9)
+    primary = backends({f"/{name_of(big)}.jpg": big})
+    sizes = [f"{w}x0" for w in range(300, 1100, 100)]
+    changes = {("resize", "allowed_sizes"): " ".join(sizes), ("resize", "render_workers"): "1", ("resize", "render_queue"): "1"}
+    edge = Edge(tmp_path, changes, tokenmap=pair_map(primary))
+    try:
+        assert (await get(edge, f"/{name_of(big)}.jpg"))[0] == 200
+        renders = [ensureDeferred(edge.get(f"/{name_of(big)}/{size}.jpg")) for size in sizes]
+        hit = await get(edge, f"/{name_of(big)}.jpg")  # while the render worker is busy
+        responses = await DeferredList(renders)
+        codes = [response.code for _, response in responses]
+        for _, response in responses:
+            await response.content()
+        assert hit[:2] == (200, "HIT-MEMORY")
+        assert codes.count(200) >= 2 and codes.count(503) >= 1 and set(codes) == {200, 503}
+        shed = next(response for _, response in responses if response.code == 503)
+        assert shed.headers.getRawHeaders("Retry-After") == ["2"]
+        assert primary.hits == 1
+        assert edge.site.handler.images.queue.shed == codes.count(503)
+    finally:
+        await edge.stop()
