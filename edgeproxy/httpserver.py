@@ -16,7 +16,7 @@ from twisted.web import http
 from edgeproxy.cachedobject import IMMUTABLE, CachedObject
 from edgeproxy.errors import EdgeError
 from edgeproxy.imageservice import Fetched, ImageService
-from edgeproxy.urls import ImageRequest, UrlGrammar
+from edgeproxy.urls import AUTO, ImageRequest, UrlGrammar, negotiate_format
 
 log = Logger()
 _ALLOWED = b"GET, HEAD"
@@ -54,6 +54,9 @@ class EdgeHandler:
             image = self._grammar.parse(request.path)
         except EdgeError as error:
             return self._send_error(request, error)
+        if image.fmt == AUTO:
+            image = image.in_format(negotiate_format(request.getHeader(b"accept"), self._grammar.formats))
+            request.responseHeaders.setRawHeaders(b"Vary", [b"Accept"])
         obj = self.images.cached(image)
         if obj is not None:
             return self._send_object(request, obj, b"HIT-MEMORY", b"cache;desc=memory")

@@ -17,6 +17,7 @@ _VARIANT = re.compile(
 )
 _SIZE = re.compile(r"(0|[1-9][0-9]{0,4})x(0|[1-9][0-9]{0,4})(?:-([a-z]+))?")
 _PRESET = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +41,47 @@ class ImageRequest:
     geometry: Geometry | None
     fmt: str | None
     key: bytes
+    negotiated: bool = False
 
     @property
     def is_original(self) -> bool:
         return self.geometry is None
 
+    def in_format(self, fmt: str) -> ImageRequest:
+        """This variant in a format chosen from Accept: one of at most three cache keys."""
+        key = f"{self.image_hash}/{self.geometry}.{fmt}".encode()
+        return ImageRequest(self.image_hash, self.ext, self.geometry, fmt, key, negotiated=True)
+
     def original(self) -> ImageRequest:
         """What a variant is rendered from: the stored original, cached as an object of its own."""
         return ImageRequest(self.image_hash, self.ext, None, None, f"{self.image_hash}.{self.ext}".encode())
+
+
+def negotiate_format(accept: bytes | None, formats: frozenset[str]) -> str:
+    """avif, else webp, else jpg: the best format the browser accepts and we can save."""
+    accepted = _accepted_types(accept or b"")
+    for fmt, media_type in (("avif", b"image/avif"), ("webp", b"image/webp")):
+        if fmt in formats and media_type in accepted:
+            return fmt
+    return "jpg"
+
+
+def _accepted_types(accept: bytes) -> set[bytes]:
+    """Media types listed in Accept with a q above 0 (wildcards do not count: browsers send */*)."""
+    accepted = set()
+    for item in accept.lower().split(b","):
+        media_type, _, params = item.strip().partition(b";")
+        q = params.replace(b" ", b"").partition(b"q=")[2]
+        if not q or _positive(q):
+            accepted.add(media_type.strip())
+    return accepted
+
+
+def _positive(q: bytes) -> bool:
+    try:
+        return float(q) > 0
+    except ValueError:
+        return False
 
 
 def parse_geometry(text: str, max_dimension: int) -> Geometry:
@@ -92,7 +126,7 @@ class UrlGrammar:
         return ImageRequest(image_hash, ext, None, None, f"{image_hash}.{ext}".encode())
 
     def _variant(self, image_hash: str, name: str, fmt: str) -> ImageRequest:
-        if fmt not in self.formats:
+        if fmt not in self.formats and fmt != AUTO:
             raise EdgeError(404, "not found")
         geometry = self._geometry(name)
         key = f"{image_hash}/{geometry}.{fmt}".encode()

@@ -1,7 +1,7 @@
 import pytest
 
 from edgeproxy.errors import EdgeError
-from edgeproxy.urls import Geometry, UrlGrammar
+from edgeproxy.urls import Geometry, UrlGrammar, negotiate_format
 
 H = "0123456789abcdef0123456789abcdef01234567"
 GRAMMAR = UrlGrammar(
@@ -67,3 +67,33 @@ def test_refused_paths(path, status):
         GRAMMAR.parse(path.encode())
     assert caught.value.status == status
     assert "\n" not in caught.value.message
+
+
+ALL_FORMATS = frozenset({"jpg", "png", "webp", "avif"})
+
+
+@pytest.mark.parametrize(
+    "accept, formats, chosen",
+    [
+        (b"image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", ALL_FORMATS, "avif"),
+        (b"image/webp,*/*", ALL_FORMATS, "webp"),
+        (b"image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5", ALL_FORMATS, "jpg"),
+        (b"*/*", ALL_FORMATS, "jpg"),
+        (None, ALL_FORMATS, "jpg"),
+        (b"image/avif;q=0, image/webp", ALL_FORMATS, "webp"),
+        (b"image/AVIF ; q=0.9", ALL_FORMATS, "avif"),
+        (b"image/avif;q=0.0,image/webp;q=0", ALL_FORMATS, "jpg"),
+        (b"image/avif;q=bogus", ALL_FORMATS, "jpg"),
+        (b"image/avif,image/webp", frozenset({"jpg", "png", "webp"}), "webp"),
+    ],
+)
+def test_auto_format_negotiation(accept, formats, chosen):
+    assert negotiate_format(accept, formats) == chosen
+
+
+def test_auto_is_a_format_in_variant_urls_only():
+    request = GRAMMAR.parse(f"/{H}/small.auto".encode())
+    assert request.fmt == "auto"
+    assert request.in_format("webp").key == f"{H}/320x0-inside.webp".encode()
+    with pytest.raises(EdgeError):
+        GRAMMAR.parse(f"/{H}.auto".encode())

@@ -98,3 +98,32 @@ async def test_a_full_render_queue_sheds_with_retry_after_and_hits_are_still_ser
         assert edge.site.handler.images.queue.shed == codes.count(503)
     finally:
         await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_auto_format_follows_accept_with_vary_on_every_response(tmp_path, backends):
+    primary = backends({f"/{NAME}.jpg": IMAGE})
+    edge = Edge(tmp_path, {("resize", "presets"): "small=320x0"}, tokenmap=pair_map(primary))
+    browsers = {
+        "image/avif,image/webp,image/apng,*/*;q=0.8": "image/avif",
+        "image/webp,*/*": "image/webp",
+        "image/webp": "image/webp",
+        "*/*": "image/jpeg",
+    }
+    try:
+        seen = []
+        for _ in range(2):
+            for accept, media_type in browsers.items():
+                response = await edge.get(f"/{NAME}/small/a-slug.auto", headers={"Accept": accept})
+                await response.content()
+                assert response.code == 200
+                assert response.headers.getRawHeaders("Content-Type") == [media_type]
+                assert response.headers.getRawHeaders("Vary") == ["Accept"]
+                seen.append(response.headers.getRawHeaders("X-Cache")[0])
+        assert seen == ["MISS", "MISS", "HIT-MEMORY", "MISS"] + ["HIT-MEMORY"] * 4
+        assert len(edge.site.handler.images.memory) == 4  # the original and three variants
+        missing = await edge.get(f"/{'d' * 40}/small.auto")
+        assert (missing.code, missing.headers.getRawHeaders("Vary")) == (404, ["Accept"])
+        await missing.content()
+    finally:
+        await edge.stop()
