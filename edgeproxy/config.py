@@ -86,6 +86,7 @@ class ResizeConfig:
     source_ext: str
     max_source_pixels: int
     render_workers: int
+    render_mode: str
     render_queue: int
     tenant_share: float
 
@@ -272,7 +273,7 @@ KNOWN_KEYS = {
     "shards": {"tokenmap", "path_template"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
-        "render_workers", "render_queue", "tenant_share",
+        "render_workers", "render_queue", "tenant_share", "render_mode",
     },
 }
 
@@ -372,6 +373,7 @@ def _resize(section: _Section) -> ResizeConfig:
         max_source_pixels=section.get("max_source_pixels", parse_count, 50_000_000),
         render_workers=section.get("render_workers", parse_count, 2 * (os.cpu_count() or 1)),
         render_queue=section.get("render_queue", parse_count, 64),
+        render_mode=section.get("render_mode", parse_choice(("threads", "processes")), "threads"),
         tenant_share=section.get("tenant_share", parse_share, 0.5),
     )
 

@@ -17,7 +17,7 @@ from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
-from edgeproxy.render import Renderer, Unrenderable
+from edgeproxy.render import IRenderer, Unrenderable
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.singleflight import SingleFlight
 from edgeproxy.urls import ImageRequest
@@ -46,7 +46,7 @@ class ImageService:
         memory: MemoryTier,
         origin: IOrigin,
         clock: IReactorTime,
-        renderer: Renderer,
+        renderer: IRenderer,
         queue: RenderQueue,
         negative_ttl: float = 60.0,
         disk: DiskTier | None = None,

@@ -8,18 +8,24 @@ checked from the header before any pixel is decoded.
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import pyvips
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import Interface, implementer
 
 from edgeproxy.errors import EdgeError
 from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.urls import Geometry
 
+log = Logger()
 UNBOUNDED = 10_000_000  # libvips' VIPS_MAX_COORD: "no limit on this side"
 _ALLOWED_LOADERS = ("VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp", "VipsForeignLoadNsgif", "VipsForeignLoadHeif")
 
@@ -59,6 +65,10 @@ class Unrenderable(EdgeError):
     def __init__(self, reason: str):
         super().__init__(502, "original is not a decodable image")
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        """Keep the reason when the error comes back from a render process."""
+        return Unrenderable, (self.reason,)
 
 
 def render(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:
@@ -117,8 +127,14 @@ def _save(image: pyvips.Image, fmt: str, settings: RenderSettings) -> bytes:
     return image.heifsave_buffer(Q=settings.quality, compression="av1", keep="none")
 
 
-class Renderer:
-    """Runs renders in a dedicated thread pool (libvips releases the GIL), never the reactor's."""
+class IRenderer(Interface):
+    def render(source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
+        """Render off the reactor thread; fails with Unrenderable for a bad source."""
+
+
+@implementer(IRenderer)
+class ThreadRenderer:
+    """Renders in a dedicated thread pool (libvips releases the GIL), never the reactor's."""
 
     def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool, settings: RenderSettings):
         self._reactor = reactor
@@ -127,3 +143,54 @@ class Renderer:
 
     def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
         return deferToThreadPool(self._reactor, self._pool, render, source, geometry, fmt, self._settings)
+
+
+@implementer(IRenderer)
+class ProcessRenderer:
+    """
+    Renders in worker processes: the reactor's process keeps its GIL for serving
+    hits, and a crash inside libvips kills a worker, not the proxy (the pool is
+    then rebuilt). Workers come from a fork server, never a fork of the reactor.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads, workers: int, settings: RenderSettings):
+        self._reactor = reactor
+        self._workers = workers
+        self._settings = settings
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(self._workers, mp_context=context, initializer=configure_libvips)
+
+    def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
+        done: Deferred[bytes] = Deferred()
+        executor = self._executor
+        try:
+            future = executor.submit(render, source, geometry, fmt, self._settings)
+        except BrokenProcessPool:
+            executor = self._restart(executor)
+            future = executor.submit(render, source, geometry, fmt, self._settings)
+        future.add_done_callback(lambda f: self._reactor.callFromThread(self._settle, f, done, executor))
+        return done
+
+    def _settle(self, future: Future, done: "Deferred[bytes]", executor: ProcessPoolExecutor) -> None:
+        error = future.exception()
+        if error is None:
+            done.callback(future.result())
+        elif isinstance(error, BrokenProcessPool):
+            self._restart(executor)
+            done.errback(Unrenderable("the render process died"))
+        else:
+            done.errback(error)
+
+    def _restart(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """Replace a broken pool, once however many renders it failed."""
+        if self._executor is broken:
+            log.error("a render process died: restarting the render pool")
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+        return self._executor
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from edgeproxy.errors import EdgeError
@@ -59,7 +59,7 @@ class RenderQueue:
                 del self._waiting[tenant]
             self.waiting -= 1
             self._running[tenant] = self._running.get(tenant, 0) + 1
-            job().addBoth(self._finished, tenant, done)
+            maybeDeferred(job).addBoth(self._finished, tenant, done)
 
     def _next_tenant(self) -> bytes | None:
         """Round robin over tenants under their share; a lone tenant may use every worker."""

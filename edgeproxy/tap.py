@@ -6,6 +6,7 @@ configuration file. A bad configuration stops here with one line on stderr.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -25,7 +26,7 @@ from edgeproxy.origins.fallback import FallbackOrigin
 from edgeproxy.origins.http import ClientService
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
 from edgeproxy.origins.shardpair import ShardPairOrigin
-from edgeproxy.render import Renderer, RenderSettings, configure_libvips
+from edgeproxy.render import IRenderer, ProcessRenderer, RenderSettings, ThreadRenderer, configure_libvips
 from edgeproxy.renderqueue import RenderQueue
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
@@ -48,6 +49,17 @@ class ThreadPoolService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.pool.stop()
+
+
+class StopCallService(Service):
+    """Calls `stop` when the service tree stops (e.g. shuts the render processes down)."""
+
+    def __init__(self, stop: Callable[[], None]):
+        self._stop = stop
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stop()
 
 
 class DiskTierService(Service):
@@ -99,13 +111,18 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     return EdgeSite(handler)
 
 
-def _renderer(config: Config, reactor: object, top: MultiService) -> Renderer:
-    """libvips work in its own pool, one thread per render worker (default two per core, as imgproxy)."""
+def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
+    """libvips work in its own threads or processes, one per render worker."""
+    resize = config.resize
+    settings = RenderSettings(quality=resize.quality, max_pixels=resize.max_source_pixels)
+    if resize.render_mode == "processes":
+        renderer = ProcessRenderer(reactor, resize.render_workers, settings)
+        StopCallService(renderer.stop).setServiceParent(top)
+        return renderer
     configure_libvips()
-    pool = ThreadPool(minthreads=1, maxthreads=config.resize.render_workers, name="edgeproxy-render")
+    pool = ThreadPool(minthreads=1, maxthreads=resize.render_workers, name="edgeproxy-render")
     ThreadPoolService(pool).setServiceParent(top)
-    settings = RenderSettings(quality=config.resize.quality, max_pixels=config.resize.max_source_pixels)
-    return Renderer(reactor, pool, settings)
+    return ThreadRenderer(reactor, pool, settings)
 
 
 def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> IOrigin:

@@ -66,3 +66,15 @@ def test_a_failed_render_frees_its_worker_and_fails_only_its_caller():
     assert first.result.check(RuntimeError)
     first.addErrback(lambda _: None)
     assert not second.called and len(renders.running()) == 1
+
+
+def test_a_job_that_raises_at_once_frees_its_worker():
+    queue = RenderQueue(workers=1, max_waiting=5, tenant_share=1.0)
+
+    def broken() -> Deferred:
+        raise RuntimeError("pool is gone")
+
+    failed = queue.run(b"a", broken)
+    assert failed.result.check(RuntimeError) and queue.running == 0
+    failed.addErrback(lambda _: None)
+    assert queue.run(b"a", lambda: Deferred()) is not None and queue.running == 1

@@ -1,5 +1,8 @@
 """Variants through the HTTP layer: rendered once, cached, and sharing one fetch of their original."""
 
+import os
+import signal
+
 import pyvips
 import pytest_twisted
 from twisted.internet import reactor
@@ -125,5 +128,25 @@ async def test_auto_format_follows_accept_with_vary_on_every_response(tmp_path, 
         missing = await edge.get(f"/{'d' * 40}/small.auto")
         assert (missing.code, missing.headers.getRawHeaders("Vary")) == (404, ["Accept"])
         await missing.content()
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_path, backends):
+    truncated = IMAGE[: len(IMAGE) // 2]
+    primary = backends({f"/{NAME}.jpg": IMAGE, f"/{name_of(truncated)}.jpg": truncated})
+    changes = {("resize", "presets"): "small=320x0", ("resize", "render_mode"): "processes", ("resize", "render_workers"): "2"}
+    edge = Edge(tmp_path, changes, tokenmap=pair_map(primary))
+    try:
+        status, _, body = await get(edge, f"/{NAME}/small.webp")
+        assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 320
+        assert (await get(edge, f"/{name_of(truncated)}/small.jpg"))[0] == 502
+        renderer = edge.site.handler.images._renderer
+        for pid in list(renderer._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        await deferLater(reactor, 0.2, lambda: None)
+        statuses = [(await get(edge, f"/{NAME}/480x0.jpg"))[0] for _ in range(2)]
+        assert statuses[-1] == 200 and set(statuses) <= {200, 502}
     finally:
         await edge.stop()
