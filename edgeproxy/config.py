@@ -87,6 +87,9 @@ class ResizeConfig:
     max_source_pixels: int
     render_workers: int
     render_mode: str
+    max_source_frames: int
+    upscale: bool
+    background: tuple[int, int, int]
     render_queue: int
     tenant_share: float
 
@@ -167,6 +170,12 @@ def parse_share(raw: str) -> float:
     if not 0 < share <= 1:
         raise ValueError(f"{raw!r} is not a share between 0 (excluded) and 1")
     return share
+
+
+def parse_colour(raw: str) -> tuple[int, int, int]:
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", raw):
+        raise ValueError(f"{raw!r} is not a colour like #ffffff")
+    return int(raw[1:3], 16), int(raw[3:5], 16), int(raw[5:7], 16)
 
 
 def parse_bool(raw: str) -> bool:
@@ -274,6 +283,7 @@ KNOWN_KEYS = {
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
         "render_workers", "render_queue", "tenant_share", "render_mode",
+        "max_source_frames", "upscale", "background",
     },
 }
 
@@ -374,6 +384,9 @@ def _resize(section: _Section) -> ResizeConfig:
         render_workers=section.get("render_workers", parse_count, 2 * (os.cpu_count() or 1)),
         render_queue=section.get("render_queue", parse_count, 64),
         render_mode=section.get("render_mode", parse_choice(("threads", "processes")), "threads"),
+        max_source_frames=section.get("max_source_frames", parse_count, 1000),
+        upscale=section.get("upscale", parse_bool, False),
+        background=section.get("background", parse_colour, (255, 255, 255)),
         tenant_share=section.get("tenant_share", parse_share, 0.5),
     )
 

@@ -57,6 +57,7 @@ class RenderSettings:
     max_pixels: int = 50_000_000
     max_frames: int = 1000
     background: tuple[int, int, int] = (255, 255, 255)
+    upscale: bool = False
 
 
 class Unrenderable(EdgeError):
@@ -75,7 +76,7 @@ def render(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings
     """Runs in the render pool. The first frame of an animation; EXIF orientation applied."""
     _check_source(source, settings)
     try:
-        image = pyvips.Image.thumbnail_buffer(source, _width(geometry), **_thumbnail_options(geometry))
+        image = pyvips.Image.thumbnail_buffer(source, _width(geometry), **_thumbnail_options(geometry, settings))
         return _save(_to_srgb(image, fmt, settings), fmt, settings)
     except pyvips.Error as error:
         raise Unrenderable(str(error).splitlines()[0]) from None
@@ -99,9 +100,13 @@ def _width(geometry: Geometry) -> int:
     return geometry.width or UNBOUNDED
 
 
-def _thumbnail_options(geometry: Geometry) -> dict[str, object]:
+def _thumbnail_options(geometry: Geometry, settings: RenderSettings) -> dict[str, object]:
     # fail_on is a loader option: a truncated source must fail, not render grey.
-    options: dict[str, object] = {"height": geometry.height or UNBOUNDED, "size": "down", "option_string": "fail_on=truncated"}
+    options: dict[str, object] = {
+        "height": geometry.height or UNBOUNDED,
+        "size": "both" if settings.upscale else "down",
+        "option_string": "fail_on=truncated",
+    }
     if geometry.fit == "cover" and geometry.width and geometry.height:
         options["crop"] = "centre"
     return options

@@ -114,7 +114,13 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
 def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
     """libvips work in its own threads or processes, one per render worker."""
     resize = config.resize
-    settings = RenderSettings(quality=resize.quality, max_pixels=resize.max_source_pixels)
+    settings = RenderSettings(
+        quality=resize.quality,
+        max_pixels=resize.max_source_pixels,
+        max_frames=resize.max_source_frames,
+        background=resize.background,
+        upscale=resize.upscale,
+    )
     if resize.render_mode == "processes":
         renderer = ProcessRenderer(reactor, resize.render_workers, settings)
         StopCallService(renderer.stop).setServiceParent(top)

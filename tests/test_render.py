@@ -67,6 +67,15 @@ def test_alpha_is_flattened_for_jpeg_and_kept_for_png():
     assert load(render(png_with_alpha(), Geometry(32, 0), "png", SETTINGS)).bands == 4
 
 
+def test_upscale_only_when_configured_and_background_is_configurable():
+    small = photo(200, 100)
+    assert load(render(small, Geometry(400, 0), "jpg", RenderSettings(upscale=True))).width == 400
+    assert load(render(small, Geometry(400, 0), "jpg", SETTINGS)).width == 200
+    black = load(render(png_with_alpha(), Geometry(32, 0), "jpg", RenderSettings(background=(0, 0, 0))))
+    white = load(render(png_with_alpha(), Geometry(32, 0), "jpg", SETTINGS))
+    assert black.avg() < 20 < 235 < white.avg()
+
+
 def test_grayscale_and_sixteen_bit_sources():
     gray = (pyvips.Image.black(100, 80) + 128).cast("uchar").copy(interpretation="b-w").jpegsave_buffer()
     assert load(render(gray, Geometry(50, 0), "jpg", SETTINGS)).width == 50
