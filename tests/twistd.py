@@ -27,8 +27,12 @@ class Twistd:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config]
         self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
-        self.port = self._wait_for_port()
-        self.admin_port = int(_ADMIN_PORT.search(self.log.read_text())[1])
+        try:
+            self.port = self._wait_for_port()
+            self.admin_port = int(_ADMIN_PORT.search(self.log.read_text())[1])
+        except BaseException:
+            self.stop()  # never leave a process behind, whatever failed
+            raise
 
     def _wait_for_port(self, seconds: float = 20.0) -> int:
         deadline = time.monotonic() + seconds
@@ -39,7 +43,6 @@ class Twistd:
             if _PORT.search(text) and _ADMIN_PORT.search(text):
                 return int(_PORT.search(text)[1])
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError("twistd did not start listening in time")
 
     def get(self, path: str, headers: dict | None = None, admin: bool = False, method: str = "GET") -> tuple[int, dict, bytes]:
@@ -58,6 +61,8 @@ class Twistd:
         self.process.stderr.close()
 
     def stop(self) -> int:
+        if self.process.stderr.closed:
+            return self.process.returncode
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
