@@ -49,6 +49,7 @@ def declared_bomb() -> bytes:
         (exif_rotated(), Geometry(100, 0), "jpg", (100, 200)),
         (photo(2000, 1500), Geometry(160, 0), "avif", (160, 120)),
     ],
+    ids=["landscape", "portrait-webp", "height-only", "cover", "inside", "no-upscale", "exif-rotated", "avif"],
 )
 def test_sizes_formats_and_orientation(source, geometry, fmt, size):
     out = load(render(source, geometry, fmt, SETTINGS))
