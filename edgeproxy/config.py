@@ -15,6 +15,7 @@ from typing import Callable, TypeVar
 from twisted.internet.endpoints import serverFromString
 
 from edgeproxy.eviction import POLICIES
+from edgeproxy.ini import IniError, read_ini
 from edgeproxy.origins import render_template
 from edgeproxy.render import saveable_formats
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
@@ -299,16 +300,10 @@ def _check_known(parser: configparser.ConfigParser, path: str) -> None:
 
 
 def _read(path: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except configparser.Error as exc:
-        raise ConfigError(f"{path}: {exc.message.splitlines()[0]}") from None
+        parser = read_ini(path)
+    except IniError as error:
+        raise ConfigError(f"{path}: {error}") from None
     _check_known(parser, path)
     return parser
 

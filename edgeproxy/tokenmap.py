@@ -6,11 +6,12 @@ token ranges to pairs of image servers (primary first).
 
 from __future__ import annotations
 
-import configparser
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Iterable
+
+from edgeproxy.ini import IniError, read_ini
 
 MAX_TOKEN = 0xFFFF
 _BOUND = re.compile(r"[0-9a-f]{4}")
@@ -80,18 +81,10 @@ def _parse_pair(bound: str, raw: str) -> tuple[str, ...]:
 
 def load_tokenmap(path: str, section: str = "tokenmap") -> TokenMap:
     """Read one section of an INI token map file; every problem is a TokenMapError."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except OSError as exc:
-        raise TokenMapError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise TokenMapError(f"{path} is not UTF-8 text") from None
-    except configparser.DuplicateOptionError as exc:
-        raise TokenMapError(f"bound {exc.option} is duplicated") from None
-    except configparser.Error as exc:
-        raise TokenMapError(f"{path} is not an INI file: {exc.message.splitlines()[0]}") from None
+        parser = read_ini(path)
+    except IniError as error:
+        raise TokenMapError(f"{path}: {error}") from None
     if not parser.has_section(section):
         raise TokenMapError(f"{path} has no [{section}] section")
     return parse_tokenmap(parser.items(section))

@@ -72,7 +72,7 @@ def test_each_kind_of_mistake_is_one_line_naming_file_section_and_key(tmp_path, 
         ("[tokenmap]\n8000 = a:1\n0100 = b:1\nffff = c:1\n", "bound 0100 is out of order"),
         ("[tokenmap]\n8000 = a:1\n", "the last bound is 8000, it must be ffff"),
         ("[tokenmap]\nzzzz = a:1\nffff = b:1\n", "bound 'zzzz' is not four hex digits"),
-        ("[tokenmap]\n8000 = a:1\n8000 = a:2\nffff = b:1\n", "bound 8000 is duplicated"),
+        ("[tokenmap]\n8000 = a:1\n8000 = a:2\nffff = b:1\n", "map.ini: [tokenmap] 8000 is duplicated"),
     ],
 )
 def test_bad_token_map_names_the_tokenmap_key(tmp_path, content, expected):
@@ -91,6 +91,13 @@ def test_missing_file_and_broken_ini(tmp_path):
     broken.write_text("listen = tcp:8080\n")
     with pytest.raises(ConfigError, match="broken.ini: File contains no section headers"):
         load_config(str(broken))
+
+
+def test_a_key_given_twice_is_refused_not_silently_overridden(tmp_path):
+    path = tmp_path / "twice.ini"
+    path.write_text("[edge]\nlisten = tcp:8080\nlisten = tcp:9090\n")
+    with pytest.raises(ConfigError, match=r"twice.ini: \[edge\] listen is duplicated"):
+        load_config(str(path))
 
 
 def test_file_that_is_not_utf8_is_one_line(tmp_path):

@@ -78,7 +78,7 @@ def test_uppercase_bounds_and_ipv6_members_are_accepted():
 def test_file_with_a_duplicated_bound_is_refused(tmp_path):
     path = tmp_path / "map.ini"
     path.write_text("[tokenmap]\n8000 = a:1\n8000 = b:1\nffff = c:1\n")
-    with pytest.raises(TokenMapError, match="8000 is duplicated"):
+    with pytest.raises(TokenMapError, match=r"map.ini: \[tokenmap\] 8000 is duplicated"):
         load_tokenmap(str(path))
 
 

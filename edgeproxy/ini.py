@@ -1,0 +1,26 @@
+"""Reading an INI file (the config, a token map) so that every problem is one short line."""
+
+from __future__ import annotations
+
+import configparser
+
+
+class IniError(ValueError):
+    """A file that cannot be read as INI; str() says why in one line."""
+
+
+def read_ini(path: str) -> configparser.ConfigParser:
+    """No interpolation, and a key or section given twice is an error, not a silent override."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise IniError(f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise IniError("not UTF-8 text") from None
+    except configparser.DuplicateOptionError as exc:
+        raise IniError(f"[{exc.section}] {exc.option} is duplicated") from None
+    except configparser.Error as exc:
+        raise IniError(exc.message.splitlines()[0]) from None
+    return parser
