@@ -1,6 +1,7 @@
 """
-What a parsed request turns into: a memory hit at once, or on a miss an origin
-fetch whose result is checked, stored and handed back with its timings.
+What a parsed request turns into: a memory hit at once, or on a miss one fill (from
+disk, from the origin, or by rendering) whose result is checked, stored and handed
+back with where it came from and how long it took.
 """
 
 from __future__ import annotations
