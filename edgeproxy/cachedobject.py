@@ -1,6 +1,6 @@
 """
-A cached response body with everything about it that never changes built once,
-when it is stored, so that a hit does no per-request header work.
+A cached response body with what never changes about it (media type, ETag,
+Content-Length) computed once, when it is stored, never on a hit.
 """
 
 from __future__ import annotations

@@ -73,7 +73,6 @@ class LocalConfig:
 
 @dataclass(frozen=True)
 class ShardsConfig:
-    tokenmap_path: str
     tokenmap: TokenMap
     path_template: str
 
@@ -356,7 +355,7 @@ def _shards(section: _Section) -> ShardsConfig:
     except TokenMapError as exc:
         raise section.fail("tokenmap", str(exc)) from None
     template = section.get("path_template", parse_template, "/{hash}.{ext}")
-    return ShardsConfig(tokenmap_path=path, tokenmap=tokenmap, path_template=template)
+    return ShardsConfig(tokenmap=tokenmap, path_template=template)
 
 
 def _resize(section: _Section) -> ResizeConfig:

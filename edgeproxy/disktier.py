@@ -41,7 +41,7 @@ class DiskTier:
         reactor: IReactorFromThreads,
         clock: IReactorTime,
         pool: ThreadPool,
-        policy: str = "lru",
+        policy: str,
     ):
         self._objects = os.path.join(root, "objects")
         self._tmp = os.path.join(root, "tmp")

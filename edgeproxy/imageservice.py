@@ -45,12 +45,12 @@ class ImageService:
     def __init__(
         self,
         memory: MemoryTier,
+        disk: DiskTier,
         origin: IOrigin,
         clock: IReactorTime,
         renderer: IRenderer,
         queue: RenderQueue,
-        negative_ttl: float = 60.0,
-        disk: DiskTier | None = None,
+        negative_ttl: float,
     ):
         self.memory = memory
         self.disk = disk
@@ -85,7 +85,7 @@ class ImageService:
     async def _fill(self, request: ImageRequest, tenant: bytes) -> Fetched:
         started = self._clock.seconds()
         purges = self._purges
-        if self.disk is not None and request.key in self.disk:
+        if request.key in self.disk:
             body = await self.disk.get(request.key)
             if body is not None:
                 obj = make_cached_object(body)
@@ -114,7 +114,7 @@ class ImageService:
         """Keep a filled object, unless a purge came while it was being filled."""
         if purges != self._purges:
             return
-        if not self.memory.put(key, obj) and self.disk is not None:
+        if not self.memory.put(key, obj):
             self.disk.put(key, obj.body)
 
     def _ms_since(self, started: float) -> float:
@@ -138,7 +138,7 @@ class ImageService:
         """Forget the original and every variant of an image, in every tier."""
         prefix = image_hash.encode()
         self._purges += 1
-        removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix) if self.disk else []}
+        removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix)}
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)
         return {tier: [key.decode() for key in keys] for tier, keys in removed.items()}

@@ -17,14 +17,11 @@ def _object_size(obj: CachedObject) -> int:
     return obj.size
 
 
-def _keep_nothing(key: bytes, obj: CachedObject) -> None:
-    """Without a disk tier an evicted object is simply dropped."""
-
-
 class MemoryTier:
     """Never holds more than `budget` bytes; objects over `max_object` are served, not kept."""
 
-    def __init__(self, budget: int, max_object: int, policy: str = "lru", on_evict: OnEvict = _keep_nothing):
+    def __init__(self, budget: int, max_object: int, policy: str, on_evict: OnEvict):
+        """`on_evict` receives what the policy pushes out (the disk tier spills it)."""
         self._objects = make_policy(policy, budget, _object_size, on_evict)
         self.max_object = min(max_object, budget)
         self.get = self._objects.get
@@ -42,10 +39,6 @@ class MemoryTier:
         for key in keys:
             self._objects.pop(key)
         return keys
-
-    @property
-    def bytes_used(self) -> int:
-        return int(self._objects.currsize)
 
     def __len__(self) -> int:
         return len(self._objects)

@@ -36,41 +36,30 @@ class Options(usage.Options):
     optParameters = [["config", "c", DEFAULT_CONFIG, "Path of the INI configuration file."]]
 
 
-class ThreadPoolService(Service):
-    """Runs a dedicated thread pool for the life of the service tree (never the reactor's)."""
+class HookService(Service):
+    """
+    Ties a part's start and stop to the service tree: thread pools, the disk index
+    rebuild (in the background: serving does not wait), the render processes.
+    """
 
-    def __init__(self, pool: ThreadPool):
-        self.pool = pool
+    def __init__(self, start: Callable[[], object] = lambda: None, stop: Callable[[], object] = lambda: None):
+        self._start = start
+        self._stop = stop
 
     def startService(self) -> None:
         super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
-
-
-class StopCallService(Service):
-    """Calls `stop` when the service tree stops (e.g. shuts the render processes down)."""
-
-    def __init__(self, stop: Callable[[], None]):
-        self._stop = stop
+        self._start()
 
     def stopService(self) -> None:
         super().stopService()
         self._stop()
 
 
-class DiskTierService(Service):
-    """Rebuilds the disk index in the background once the thread pool runs; serving does not wait."""
-
-    def __init__(self, disk: DiskTier):
-        self.disk = disk
-
-    def startService(self) -> None:
-        super().startService()
-        self.disk.start()
+def _pool(name: str, size: int, top: MultiService) -> ThreadPool:
+    """A dedicated thread pool (never the reactor's, which DNS uses), running with the tree."""
+    pool = ThreadPool(minthreads=1, maxthreads=size, name=name)
+    HookService(pool.start, pool.stop).setServiceParent(top)
+    return pool
 
 
 def makeService(options: Options) -> IService:
@@ -97,16 +86,15 @@ def build_service(config: Config) -> MultiService:
 
 def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     """The public HTTP factory and what it needs; its services are added to `top`."""
-    disk_pool = ThreadPool(minthreads=1, maxthreads=4, name="edgeproxy-disk")
-    ThreadPoolService(disk_pool).setServiceParent(top)
+    disk_pool = _pool("edgeproxy-disk", 4, top)
     origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
     cache = config.cache
     disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
-    DiskTierService(disk).setServiceParent(top)
+    HookService(start=disk.start).setServiceParent(top)
     memory = MemoryTier(cache.memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
     resize = config.resize
     queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
-    images = ImageService(memory, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl, disk)
+    images = ImageService(memory, disk, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl)
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images)
     return EdgeSite(handler)
 
@@ -123,12 +111,10 @@ def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
     )
     if resize.render_mode == "processes":
         renderer = ProcessRenderer(reactor, resize.render_workers, settings)
-        StopCallService(renderer.stop).setServiceParent(top)
+        HookService(stop=renderer.stop).setServiceParent(top)
         return renderer
     configure_libvips()
-    pool = ThreadPool(minthreads=1, maxthreads=resize.render_workers, name="edgeproxy-render")
-    ThreadPoolService(pool).setServiceParent(top)
-    return ThreadRenderer(reactor, pool, settings)
+    return ThreadRenderer(reactor, _pool("edgeproxy-render", resize.render_workers, top), settings)
 
 
 def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> IOrigin:

@@ -79,8 +79,9 @@ def _parse_pair(bound: str, raw: str) -> tuple[str, ...]:
     return members
 
 
-def load_tokenmap(path: str, section: str = "tokenmap") -> TokenMap:
-    """Read one section of an INI token map file; every problem is a TokenMapError."""
+def load_tokenmap(path: str) -> TokenMap:
+    """Read the [tokenmap] section of an INI file; every problem is a TokenMapError."""
+    section = "tokenmap"
     try:
         parser = read_ini(path)
     except IniError as error:
