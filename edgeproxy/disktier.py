@@ -82,6 +82,11 @@ class DiskTier:
         return len(self._index)
 
     @property
+    def ready(self) -> bool:
+        """False while the start-up scan runs: spills are skipped until then."""
+        return self._ready
+
+    @property
     def writes_in_flight(self) -> int:
         return len(self._writing)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import treq
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from edgeproxy.config import load_config
 from edgeproxy.tap import build_edge
@@ -25,8 +26,12 @@ class Edge:
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1", backlog=1024)
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"
 
-    def get(self, path: str, method: str = "GET", headers: dict | None = None):
-        return treq.request(method, self.base + path, headers=headers, persistent=False)
+    async def get(self, path: str, method: str = "GET", headers: dict | None = None):
+        """Waits for the disk index first, so a test's first miss is spilled like every later one."""
+        disk = self.site.handler.images.disk
+        while not disk.ready:
+            await deferLater(reactor, 0.005, lambda: None)
+        return await treq.request(method, self.base + path, headers=headers, persistent=False)
 
     async def stop(self) -> None:
         await self.port.stopListening()

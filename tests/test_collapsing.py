@@ -66,7 +66,7 @@ async def test_a_failed_fetch_fails_every_waiter_once_and_is_not_remembered(tmp_
 async def test_a_client_that_leaves_does_not_cancel_the_fetch_for_the_others(tmp_path, slow_pair):
     edge = Edge(tmp_path, tokenmap=pair_map(*slow_pair))
     try:
-        leaver = edge.get(f"/{NAME}.jpg")
+        leaver = ensureDeferred(edge.get(f"/{NAME}.jpg"))
         stayer = ensureDeferred(fetch_all(edge, f"/{NAME}.jpg", 1))
         await deferLater(reactor, 0.1, lambda: None)
         leaver.cancel()

@@ -4,8 +4,9 @@ import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from tests.edge import Edge, pair_map
@@ -260,10 +261,7 @@ async def test_client_gone_before_the_origin_answers_is_harmless(tmp_path, backe
     observer = lambda event: failures.append(event) if "log_failure" in event else None  # noqa: E731
     globalLogPublisher.addObserver(observer)
     try:
-        request = edge.get(f"/{NAME}.jpg")
-        from twisted.internet import reactor
-        from twisted.internet.task import deferLater
-
+        request = ensureDeferred(edge.get(f"/{NAME}.jpg"))
         await deferLater(reactor, 0.1, lambda: None)
         request.cancel()
         await deferLater(reactor, 0.4, lambda: None)
