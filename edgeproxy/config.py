@@ -17,6 +17,8 @@ from twisted.internet.endpoints import serverFromString
 from edgeproxy.eviction import POLICIES
 from edgeproxy.ini import IniError, read_ini
 from edgeproxy.origins import render_template
+from edgeproxy.origins.health import HealthPolicy
+from edgeproxy.origins.hedging import HedgePolicy
 from edgeproxy.render import saveable_formats
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
@@ -63,6 +65,10 @@ class OriginsConfig:
     max_body_bytes: int
     connections_per_host: int
     verify_hash: bool
+    deadline: float
+    max_in_flight: int
+    health: HealthPolicy
+    hedge: HedgePolicy | None
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class LocalConfig:
 @dataclass(frozen=True)
 class ShardsConfig:
     tokenmap: TokenMap
+    tokenmap_path: str
+    previous: TokenMap | None
+    previous_path: str | None
     path_template: str
 
 
@@ -277,9 +286,13 @@ def load_config(path: str) -> Config:
 KNOWN_KEYS = {
     "edge": {"listen", "admin_listen", "hostnames", "extensions"},
     "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
-    "origins": {"chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash"},
+    "origins": {
+        "chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash",
+        "deadline", "max_in_flight", "down_after", "down_for", "max_down_for",
+        "hedge_after", "hedge_percentile", "hedge_share", "hedge_min",
+    },
     "local": {"root", "path_template"},
-    "shards": {"tokenmap", "path_template"},
+    "shards": {"tokenmap", "previous", "path_template"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
         "render_workers", "render_queue", "tenant_share", "render_mode",
@@ -338,7 +351,33 @@ def _origins(section: _Section) -> OriginsConfig:
         max_body_bytes=section.get("max_body_bytes", parse_size, 32 << 20),
         connections_per_host=section.get("connections_per_host", parse_count, 32),
         verify_hash=section.get("verify_hash", parse_bool, True),
+        deadline=section.get("deadline", parse_duration, 20.0),
+        max_in_flight=section.get("max_in_flight", parse_count, 256),
+        health=HealthPolicy(
+            down_after=section.get("down_after", parse_count, 5),
+            down_for=section.get("down_for", parse_duration, 2.0),
+            max_down_for=section.get("max_down_for", parse_duration, 60.0),
+        ),
+        hedge=_hedge(section),
     )
+
+
+def _hedge(section: _Section) -> HedgePolicy | None:
+    after = section.get("hedge_after", _parse_hedge_after, "auto")
+    if after == "off":
+        return None
+    minimum = section.get("hedge_min", parse_duration, 0.01)
+    return HedgePolicy(
+        after=None if after == "auto" else after,
+        percentile=section.get("hedge_percentile", parse_share, 0.95),
+        share=section.get("hedge_share", parse_share, 0.05),
+        floor=minimum,
+        initial=max(minimum, 0.1),
+    )
+
+
+def _parse_hedge_after(raw: str) -> float | str:
+    return raw if raw in ("auto", "off") else parse_duration(raw)
 
 
 def _local(section: _Section) -> LocalConfig:
@@ -350,12 +389,22 @@ def _local(section: _Section) -> LocalConfig:
 
 def _shards(section: _Section) -> ShardsConfig:
     path = section.file("tokenmap")
-    try:
-        tokenmap = load_tokenmap(path)
-    except TokenMapError as exc:
-        raise section.fail("tokenmap", str(exc)) from None
+    previous_path = section.file("previous", None)
     template = section.get("path_template", parse_template, "/{hash}.{ext}")
-    return ShardsConfig(tokenmap=tokenmap, path_template=template)
+    return ShardsConfig(
+        tokenmap=_tokenmap(section, "tokenmap", path),
+        tokenmap_path=path,
+        previous=_tokenmap(section, "previous", previous_path) if previous_path else None,
+        previous_path=previous_path,
+        path_template=template,
+    )
+
+
+def _tokenmap(section: _Section, key: str, path: str) -> TokenMap:
+    try:
+        return load_tokenmap(path)
+    except TokenMapError as exc:
+        raise section.fail(key, str(exc)) from None
 
 
 def _resize(section: _Section) -> ResizeConfig:

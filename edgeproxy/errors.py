@@ -23,26 +23,30 @@ class FailureKind(Enum):
 
     NOT_FOUND = 404
     UPSTREAM = 502
+    BUSY = 503
     TIMEOUT = 504
 
 
 class OriginFailure(Exception):
     """One origin (or a whole chain) did not deliver an object."""
 
-    def __init__(self, kind: FailureKind, where: str, reason: str):
+    def __init__(self, kind: FailureKind, where: str, reason: str, status: int | None = None):
         super().__init__(f"{where}: {reason}")
         self.kind = kind
         self.where = where
         self.reason = reason
+        self.status = status
 
     def to_edge_error(self) -> EdgeError:
         """The client sees the kind, never the backend's address or reason."""
-        return EdgeError(self.kind.value, _PUBLIC_MESSAGES[self.kind])
+        headers = {b"Retry-After": b"1"} if self.kind is FailureKind.BUSY else None
+        return EdgeError(self.kind.value, _PUBLIC_MESSAGES[self.kind], headers)
 
 
 _PUBLIC_MESSAGES = {
     FailureKind.NOT_FOUND: "image not found",
     FailureKind.UPSTREAM: "origin failed",
+    FailureKind.BUSY: "origin busy, retry",
     FailureKind.TIMEOUT: "origin timed out",
 }
 
@@ -50,10 +54,13 @@ _PUBLIC_MESSAGES = {
 def combine_kinds(kinds: list[FailureKind]) -> FailureKind:
     """
     The outcome of a chain whose every step failed: absent only if absent everywhere,
-    a timeout only if everything timed out, else a broken upstream.
+    a timeout only if everything timed out, busy (retry soon) if a backend that may
+    hold it was at its concurrency cap, else a broken upstream.
     """
     if kinds and all(k is FailureKind.NOT_FOUND for k in kinds):
         return FailureKind.NOT_FOUND
     if kinds and all(k is FailureKind.TIMEOUT for k in kinds):
         return FailureKind.TIMEOUT
+    if FailureKind.BUSY in kinds:
+        return FailureKind.BUSY
     return FailureKind.UPSTREAM

@@ -96,9 +96,16 @@ class ImageService:
         return await self._render(request, tenant, purges)
 
     async def _render(self, request: ImageRequest, tenant: bytes, purges: int) -> Fetched:
+        """
+        A variant is MISS when its original had to come from an origin, and RENDERED when
+        the cached original sufficed: then no origin was asked, and it is served so even
+        while every origin is down.
+        """
         original = self.memory.get(request.original().key)
+        x_cache = b"RENDERED"
         if original is None:
-            original = (await self.fetch(request.original(), tenant)).obj
+            fetched = await self.fetch(request.original(), tenant)
+            original, x_cache = fetched.obj, b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
         rendering = self._clock.seconds()
         try:
             body = await self.queue.run(tenant, lambda: self._renderer.render(original.body, request.geometry, request.fmt))
@@ -108,7 +115,7 @@ class ImageService:
         obj = make_cached_object(body)
         self._store(request.key, obj, purges)
         timing = b"cache;desc=miss, render;dur=%.1f" % self._ms_since(rendering)
-        return Fetched(obj, b"MISS", timing)
+        return Fetched(obj, x_cache, timing)
 
     def _store(self, key: bytes, obj: CachedObject, purges: int) -> None:
         """Keep a filled object, unless a purge came while it was being filled."""

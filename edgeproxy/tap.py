@@ -25,9 +25,11 @@ from edgeproxy.origins import IOrigin
 from edgeproxy.origins.fallback import FallbackOrigin
 from edgeproxy.origins.http import ClientService
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
-from edgeproxy.origins.shardpair import ShardPairOrigin
+from edgeproxy.origins.shardpair import Members, ShardPairOrigin
 from edgeproxy.render import IRenderer, ProcessRenderer, RenderSettings, ThreadRenderer, configure_libvips
+from edgeproxy.reload import SighupService
 from edgeproxy.renderqueue import RenderQueue
+from edgeproxy.shardmaps import ShardMapFiles, ShardMaps
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
 
@@ -87,7 +89,8 @@ def build_service(config: Config) -> MultiService:
 def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     """The public HTTP factory and what it needs; its services are added to `top`."""
     disk_pool = _pool("edgeproxy-disk", 4, top)
-    origin = FallbackOrigin([_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain])
+    chain = [_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain]
+    origin = FallbackOrigin(chain, reactor, config.origins.deadline)
     cache = config.cache
     disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
     HookService(start=disk.start).setServiceParent(top)
@@ -126,15 +129,19 @@ def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, t
             local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash
         )
     assert config.shards is not None
+    shards = config.shards
     clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host)
     clients.setServiceParent(top)
-    tokenmap = config.shards.tokenmap
+    files = ShardMapFiles(shards.tokenmap_path, shards.previous_path, ShardMaps(shards.tokenmap, shards.previous), reactor, disk_pool)
+    SighupService(reactor, files.reload).setServiceParent(top)
     return ShardPairOrigin(
-        lambda: tokenmap,
-        clients.client,
+        lambda: files.maps,
+        Members(
+            clients.client, reactor, origins.timeout, origins.max_body_bytes,
+            origins.health, origins.max_in_flight, origins.hedge,
+        ),
         reactor,
-        config.shards.path_template,
-        origins.timeout,
-        origins.max_body_bytes,
+        shards.path_template,
+        origins.hedge,
         origins.verify_hash,
     )

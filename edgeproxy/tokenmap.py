@@ -87,5 +87,8 @@ def load_tokenmap(path: str) -> TokenMap:
     except IniError as error:
         raise TokenMapError(f"{path}: {error}") from None
     if not parser.has_section(section):
-        raise TokenMapError(f"{path} has no [{section}] section")
-    return parse_tokenmap(parser.items(section))
+        raise TokenMapError(f"{path}: no [{section}] section")
+    try:
+        return parse_tokenmap(parser.items(section))
+    except TokenMapError as error:
+        raise TokenMapError(f"{path}: {error}") from None

@@ -1,6 +1,7 @@
 import pytest
 
 from edgeproxy.config import ConfigError, load_config, parse_duration, parse_size
+from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.urls import Geometry
 from tests.configs import REPO, write_config
 
@@ -121,3 +122,22 @@ def test_sizes(raw, value):
 @pytest.mark.parametrize("raw, value", [("250ms", 0.25), ("10s", 10.0), ("2min", 120.0), ("1.5", 1.5)])
 def test_durations(raw, value):
     assert parse_duration(raw) == value
+
+
+def test_origin_health_and_hedging_keys(tmp_path):
+    config = load_config(write_config(tmp_path, {("origins", "down_after"): "7", ("origins", "hedge_after"): "off"}))
+    assert config.origins.health == HealthPolicy(down_after=7, down_for=2.0, max_down_for=60.0)
+    assert config.origins.hedge is None
+    config = load_config(write_config(tmp_path, {("origins", "hedge_after"): "80ms"}))
+    assert (config.origins.hedge.after, config.origins.hedge.share) == (0.08, 0.05)
+    with pytest.raises(ConfigError, match=r"\[origins\] hedge_after: 'soon' is not a positive duration"):
+        load_config(write_config(tmp_path, {("origins", "hedge_after"): "soon"}))
+
+
+def test_previous_token_map_is_loaded_and_checked(tmp_path):
+    (tmp_path / "old.ini").write_text("[tokenmap]\nffff = old-a:80 old-b:80\n")
+    config = load_config(write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "previous"): "old.ini"}))
+    assert config.shards.previous.owner(0) == ("old-a:80", "old-b:80")
+    (tmp_path / "old.ini").write_text("[tokenmap]\n0100 = a:80\n")
+    with pytest.raises(ConfigError, match=r"\[shards\] previous: .*old.ini: the last bound is 0100"):
+        load_config(write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "previous"): "old.ini"}))

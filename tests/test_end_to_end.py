@@ -65,7 +65,7 @@ def test_bad_token_map_stops_startup(tmp_path):
     path = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini")})
     result = run_twistd(path, tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"edgeproxy: {path}: [shards] tokenmap: bound 0050 is out of order (bounds must increase)"
+    assert result.stderr.strip() == f"edgeproxy: {path}: [shards] tokenmap: {tmp_path / 'map.ini'}: bound 0050 is out of order (bounds must increase)"
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")

@@ -5,27 +5,12 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from edgeproxy.errors import FailureKind, OriginFailure
-from edgeproxy.origins.http import ClientService
-from edgeproxy.origins.shardpair import ShardPairOrigin
-from edgeproxy.tokenmap import parse_tokenmap
 from tests.images import name_of, photo
+from tests.shards import pair_origin
 
 IMAGE = photo(seed=1)
 NAME = name_of(IMAGE)
 FILES = {f"/{NAME}.jpg": IMAGE}
-
-
-@pytest.fixture
-def clients():
-    service = ClientService(reactor, connect_timeout=1.0, per_host=4)
-    service.startService()
-    yield service
-    pytest_twisted.blockon(service.stopService())
-
-
-def pair_origin(clients, members, timeout=5.0, max_body=1 << 20, template="/{hash}.{ext}"):
-    tokenmap = parse_tokenmap([("ffff", " ".join(m.address for m in members))])
-    return ShardPairOrigin(lambda: tokenmap, clients.client, reactor, template, timeout, max_body)
 
 
 async def fetch_failure(origin, name=NAME):

@@ -71,8 +71,8 @@ async def test_purge_drops_the_original_and_every_variant_from_both_tiers(tmp_pa
         removed = images.purge(NAME)
         assert removed["disk"] == [f"{NAME}.jpg"]  # the 1200x900 original is over 20KiB: disk only
         assert sorted(removed["memory"]) == sorted([f"{NAME}/320x0-inside.jpg", f"{NAME}/480x0-inside.webp"])
-        for path in (f"/{NAME}.jpg", f"/{NAME}/small.jpg"):
-            assert (await get(edge, path))[:2] == (200, "MISS")
+        for path, x_cache in ((f"/{NAME}.jpg", "MISS"), (f"/{NAME}/small.jpg", "RENDERED")):
+            assert (await get(edge, path))[:2] == (200, x_cache)
         assert primary.hits == 2
     finally:
         await edge.stop()
@@ -123,7 +123,7 @@ async def test_auto_format_follows_accept_with_vary_on_every_response(tmp_path, 
                 assert response.headers.getRawHeaders("Content-Type") == [media_type]
                 assert response.headers.getRawHeaders("Vary") == ["Accept"]
                 seen.append(response.headers.getRawHeaders("X-Cache")[0])
-        assert seen == ["MISS", "MISS", "HIT-MEMORY", "MISS"] + ["HIT-MEMORY"] * 4
+        assert seen == ["MISS", "RENDERED", "HIT-MEMORY", "RENDERED"] + ["HIT-MEMORY"] * 4
         assert len(edge.site.handler.images.memory) == 4  # the original and three variants
         missing = await edge.get(f"/{'d' * 40}/small.auto")
         assert (missing.code, missing.headers.getRawHeaders("Vary")) == (404, ["Accept"])

@@ -5,13 +5,16 @@ Trying sources in order until one delivers: the one rule shared by a shard pair
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from edgeproxy.errors import OriginFailure, combine_kinds
+from edgeproxy.deadline import with_deadline
+from edgeproxy.errors import FailureKind, OriginFailure, combine_kinds
 from edgeproxy.origins import IOrigin
 
 log = Logger()
@@ -25,23 +28,35 @@ async def first_success(where: str, attempts: Sequence[tuple[str, Attempt]]) -> 
         try:
             return await attempt()
         except OriginFailure as failure:
-            log.info("origin hop {name} failed: {reason}", name=name, reason=failure.reason)
+            log_hop(name, failure)
             failures.append(failure)
+    raise combine_failures(where, failures)
+
+
+def log_hop(name: str, failure: OriginFailure) -> None:
+    log.info("origin hop {name} failed: {reason}", name=name, reason=failure.reason)
+
+
+def combine_failures(where: str, failures: Sequence[OriginFailure]) -> OriginFailure:
     reasons = "; ".join(f"{f.where}: {f.reason}" for f in failures)
-    raise OriginFailure(combine_kinds([f.kind for f in failures]), where, reasons)
+    return OriginFailure(combine_kinds([f.kind for f in failures]), where, reasons)
 
 
 @implementer(IOrigin)
 class FallbackOrigin:
-    """An ordered chain of origins, e.g. a shard pair, then S3 in two regions."""
+    """An ordered chain of origins, e.g. a shard pair, then S3 in two regions, under one deadline."""
 
-    def __init__(self, origins: Sequence[IOrigin]):
+    def __init__(self, origins: Sequence[IOrigin], clock: IReactorTime, deadline: float):
         self.origins = tuple(origins)
         self.name = "chain"
+        self._clock = clock
+        self._deadline = deadline
 
     def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
         attempts = [(o.name, _bind(o, image_hash, ext)) for o in self.origins]
-        return ensureDeferred(first_success(self.name, attempts))
+        d = ensureDeferred(first_success(self.name, attempts))
+        reason = f"no origin delivered within {self._deadline:g}s"
+        return with_deadline(d, self._clock, self._deadline, partial(OriginFailure, FailureKind.TIMEOUT, self.name, reason))
 
 
 def _bind(origin: IOrigin, image_hash: str, ext: str) -> Attempt:

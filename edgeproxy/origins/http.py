@@ -6,15 +6,17 @@ the bytes stream in (cancelling a collect would not stop them).
 
 from __future__ import annotations
 
+from functools import partial
 from http.cookiejar import DefaultCookiePolicy
+from typing import Callable
 
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime
-from twisted.application.service import Service
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, Response
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
+from edgeproxy.deadline import with_deadline
 from edgeproxy.errors import FailureKind, OriginFailure
 
 log = Logger()
@@ -61,24 +64,21 @@ class HTTPBackend:
         self._timeout = timeout
         self._max_body = max_body
 
-    def get(self, path: str) -> "Deferred[bytes]":
-        """The body of a 200, or an OriginFailure; one deadline covers the whole exchange."""
-        d = ensureDeferred(self._get(f"http://{self.address}{path}"))
-        deadline = self._clock.callLater(self._timeout, d.cancel)
+    def get(self, path: str, on_headers: Callable[[], object] = lambda: None) -> "Deferred[bytes]":
+        """
+        The body of a 200, or an OriginFailure; one deadline covers the whole exchange.
+        `on_headers` is told when the status line arrives (hedging waits for that); a
+        cancel by the caller stays a CancelledError, which is no failure of the backend.
+        """
+        d = ensureDeferred(self._get(f"http://{self.address}{path}", on_headers))
+        timed_out = partial(OriginFailure, FailureKind.TIMEOUT, self.address, f"no complete answer in {self._timeout:g}s")
+        return with_deadline(d, self._clock, self._timeout, timed_out).addErrback(self._as_origin_failure)
 
-        def settle(result: bytes | Failure) -> bytes | Failure:
-            if deadline.active():
-                deadline.cancel()
-                return result if isinstance(result, bytes) else self._as_origin_failure(result)
-            reason = f"no complete answer in {self._timeout:g}s"
-            return Failure(OriginFailure(FailureKind.TIMEOUT, self.address, reason))
-
-        return d.addBoth(settle)
-
-    async def _get(self, url: str) -> bytes:
+    async def _get(self, url: str, on_headers: Callable[[], object]) -> bytes:
         response = await self._client.get(
             url, headers={b"User-Agent": _USER_AGENT}, allow_redirects=False, unbuffered=True
         )
+        on_headers()
         if response.code == 200:
             return await self._read(response, self._max_body)
         kind = FailureKind.NOT_FOUND if response.code in (404, 410) else FailureKind.UPSTREAM
@@ -86,7 +86,7 @@ class HTTPBackend:
             await self._read(response, _ERROR_BODY_LIMIT)
         except OriginFailure:
             pass  # the status decides; a long or cut error page only costs the connection
-        raise OriginFailure(kind, self.address, f"HTTP {response.code}")
+        raise OriginFailure(kind, self.address, f"HTTP {response.code}", response.code)
 
     def _read(self, response: IResponse, limit: int) -> "Deferred[bytes]":
         body = _CappedBody(self.address, limit)
@@ -96,8 +96,10 @@ class HTTPBackend:
         return body.done
 
     def _as_origin_failure(self, failure: Failure) -> Failure:
-        if failure.check(OriginFailure):
+        if failure.check(OriginFailure, CancelledError):
             return failure
+        if failure.check(ResponseFailed) and any(r.check(CancelledError) for r in failure.value.reasons):
+            return Failure(CancelledError())  # treq wraps our caller's cancel: still no failure of the backend
         if failure.check(ConnectTimeout):
             return Failure(OriginFailure(FailureKind.TIMEOUT, self.address, "connect timed out"))
         if not failure.check(ConnectError, DNSLookupError, ResponseFailed):

@@ -1,55 +1,212 @@
 """
 The shard farm: the token map names the pair that owns an image; its primary is
-asked first, then its secondary on a connection error, timeout, 5xx or 404.
+asked first, and its secondary on a failure or a 404 — or at once beside a primary
+that is slower than usual (hedging). While shards are being split, a miss on the new
+owner asks the previous owner.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from edgeproxy import metrics
+from edgeproxy.errors import OriginFailure
 from edgeproxy.origins import IOrigin, check_content, render_template
-from edgeproxy.origins.fallback import first_success
+from edgeproxy.origins.fallback import combine_failures, first_success, log_hop
+from edgeproxy.origins.guard import GuardedBackend, OnHeaders
+from edgeproxy.origins.health import HealthPolicy
+from edgeproxy.origins.hedging import HedgeBudget, HedgePolicy, LatencyWindow
 from edgeproxy.origins.http import HTTPBackend
-from edgeproxy.tokenmap import TokenMap
+from edgeproxy.shardmaps import ShardMaps
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class Member:
+    """A shard server: how to ask it, and how the chain judges it."""
+
+    http: HTTPBackend
+    guard: GuardedBackend
+
+    def request(self, path: str, image_hash: str, verify: bool) -> Callable[[OnHeaders], "Deferred[bytes]"]:
+        if not verify:
+            return lambda on_headers: self.http.get(path, on_headers)
+        return lambda on_headers: self.http.get(path, on_headers).addCallback(check_content, image_hash, self.http.address)
+
+
+class Members:
+    """Each shard server once, whichever map names it, so its health and latency survive a reload."""
+
+    def __init__(
+        self,
+        client: HTTPClient,
+        clock: IReactorTime,
+        timeout: float,
+        max_body: int,
+        health: HealthPolicy,
+        max_in_flight: int,
+        hedge: HedgePolicy | None,
+    ):
+        self._members: dict[str, Member] = {}
+        self._http = lambda address: HTTPBackend(client, address, clock, timeout, max_body)
+        latency = (hedge.percentile, hedge.initial) if hedge else (0.95, 0.1)
+        self._guard = lambda address: GuardedBackend(address, clock, health, max_in_flight, LatencyWindow(*latency))
+
+    def __call__(self, address: str) -> Member:
+        member = self._members.get(address)
+        if member is None:
+            member = self._members[address] = Member(self._http(address), self._guard(address))
+        return member
 
 
 @implementer(IOrigin)
 class ShardPairOrigin:
-    """Reads the token map through `tokenmap()` on every fetch, so a reload takes effect at once."""
+    """Reads the maps through `maps()` on every fetch, so a reload takes effect at once."""
 
     name = "shards"
 
     def __init__(
         self,
-        tokenmap: Callable[[], TokenMap],
-        client: HTTPClient,
+        maps: Callable[[], ShardMaps],
+        members: Callable[[str], Member],
         clock: IReactorTime,
         path_template: str,
-        timeout: float,
-        max_body: int,
+        hedge: HedgePolicy | None,
         verify: bool = True,
     ):
-        self._verify = verify
-        self._tokenmap = tokenmap
+        self._maps = maps
+        self._member = members
+        self._clock = clock
         self._path_template = path_template
-        self._backends: dict[str, HTTPBackend] = {}
-        self._new_backend = lambda address: HTTPBackend(client, address, clock, timeout, max_body)
+        self._hedge = hedge
+        self.budget = HedgeBudget(hedge.share if hedge else 0.0)
+        self._verify = verify
 
     def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
-        path = render_template(self._path_template, image_hash, ext)
-        pair = self._tokenmap().owner_of_hash(image_hash)
-        attempts = [(address, self._attempt(address, path, image_hash)) for address in pair]
-        return ensureDeferred(first_success(f"pair {' '.join(pair)}", attempts))
+        return ensureDeferred(self._fetch(image_hash, render_template(self._path_template, image_hash, ext)))
 
-    def _attempt(self, address: str, path: str, image_hash: str) -> Callable[[], "Deferred[bytes]"]:
-        backend = self._backends.get(address)
-        if backend is None:
-            backend = self._backends[address] = self._new_backend(address)
-        if not self._verify:
-            return lambda: backend.get(path)
-        return lambda: backend.get(path).addCallback(check_content, image_hash, address)
+    async def _fetch(self, image_hash: str, path: str) -> bytes:
+        maps = self._maps()
+        try:
+            return await self._from_pair(maps.current.owner_of_hash(image_hash), image_hash, path)
+        except OriginFailure as failure:
+            previous = maps.previous_owner(image_hash)
+            if previous is None:
+                raise
+            log.info("asking the previous owner {pair} of {hash}", pair=" ".join(previous), hash=image_hash)
+            try:
+                return await self._from_pair(previous, image_hash, path)
+            except OriginFailure as second:
+                raise combine_failures("pairs", [failure, second]) from None
+
+    async def _from_pair(self, pair: Sequence[str], image_hash: str, path: str) -> bytes:
+        members = [self._member(address) for address in pair]
+        panic = all(m.guard.health.resting() for m in members)
+        if panic:
+            log.warn("every member of pair {pair} is down: trying them anyway", pair=" ".join(pair))
+        where = f"pair {' '.join(pair)}"
+        if self._hedge is not None and len(members) > 1:
+            self.budget.earn()
+            return await self._hedged(where, members, image_hash, path, panic)
+        attempts = [(m.guard.name, self._attempt(m, image_hash, path, panic)) for m in members]
+        return await first_success(where, attempts)
+
+    def _attempt(self, member: Member, image_hash: str, path: str, force: bool) -> Callable[[], "Deferred[bytes]"]:
+        request = member.request(path, image_hash, self._verify)
+        return lambda: ensureDeferred(member.guard.call(image_hash, request, force))
+
+    async def _hedged(self, where: str, members: list[Member], image_hash: str, path: str, force: bool) -> bytes:
+        """
+        The primary alone, unless it has sent no headers by the hedge delay: then the
+        secondary too, and the first body wins. Members after the second are asked in turn.
+        """
+        first, second, *rest = members
+        answered: Deferred[None] = Deferred()
+
+        def wake() -> None:
+            if not answered.called:
+                answered.callback(None)
+
+        request = first.request(path, image_hash, self._verify)
+        primary = ensureDeferred(first.guard.call(image_hash, lambda on_headers: request(_both(on_headers, wake)), force))
+        primary.addBoth(_passing(wake))
+        timer = self._clock.callLater(self._delay(first), wake)
+        await answered
+        if timer.active():
+            timer.cancel()
+            racers = [primary]
+        elif self.budget.spend():
+            metrics.ORIGIN_HEDGES.labels(second.guard.name).inc()
+            log.info("hedging {hash} on {secondary}", hash=image_hash, secondary=second.guard.name)
+            racers = [primary, self._attempt(second, image_hash, path, force)()]
+        else:
+            racers = [primary]
+        later = members[len(racers):]
+        try:
+            return await _first_body(where, racers, [first, second][: len(racers)])
+        except OriginFailure as failure:
+            attempts = [(m.guard.name, self._attempt(m, image_hash, path, force)) for m in later]
+            if not attempts:
+                raise
+            try:
+                return await first_success(where, attempts)
+            except OriginFailure as rest_failure:
+                raise combine_failures(where, [failure, rest_failure]) from None
+
+    def _delay(self, member: Member) -> float:
+        assert self._hedge is not None
+        if self._hedge.after is not None:
+            return self._hedge.after
+        return max(self._hedge.floor, member.guard.latency.value)
+
+
+def _both(first: OnHeaders, second: OnHeaders) -> OnHeaders:
+    def both() -> None:
+        first()
+        second()
+
+    return both
+
+
+def _passing(wake: Callable[[], None]) -> Callable[[object], object]:
+    def passing(result: object) -> object:
+        wake()
+        return result
+
+    return passing
+
+
+def _first_body(where: str, racers: list["Deferred[bytes]"], members: list[Member]) -> "Deferred[bytes]":
+    """The first body wins and the others are cancelled; if every racer fails, one combined failure."""
+    failures: list[OriginFailure] = []
+    done: Deferred[bytes] = Deferred(lambda _: [r.cancel() for r in racers])
+
+    def won(body: bytes) -> None:
+        if not done.called:
+            done.callback(body)
+            for racer in racers:
+                racer.cancel()
+
+    def lost(failure: Failure, member: Member) -> None:
+        if done.called:
+            return
+        if not failure.check(OriginFailure):
+            done.errback(failure)
+            return
+        log_hop(member.guard.name, failure.value)
+        failures.append(failure.value)
+        if len(failures) == len(racers):
+            done.errback(combine_failures(where, failures))
+
+    for racer, member in zip(racers, members):
+        racer.addCallbacks(won, lost, errbackArgs=(member,))
+    return done

@@ -1,0 +1,66 @@
+"""SIGHUP reloads the token maps of a real `twistd` without dropping a connection; a broken map is refused."""
+
+import http.client
+import os
+import signal
+import time
+
+import pytest_twisted
+from twisted.internet import threads
+
+from tests.configs import write_config
+from tests.images import name_of, photo
+from tests.twistd import Twistd
+
+IMAGES = [photo(64, 48, seed=70 + i) for i in range(3)]
+FILES = {f"/{name_of(i)}.jpg": i for i in IMAGES}
+
+
+def wait_for_log(twistd: Twistd, text: str, count: int = 1, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while twistd.log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.02)
+
+
+def get(connection: http.client.HTTPConnection, image: bytes) -> tuple[int, bytes, tuple]:
+    """Status, body, and the client's own address: the same address means the same connection."""
+    connection.request("GET", f"/{name_of(image)}.jpg", headers={"Host": "localhost"})
+    response = connection.getresponse()
+    return response.status, response.read(), connection.sock.getsockname()
+
+
+def reload_session(twistd: Twistd, map_path, new_map: str, broken_map: str) -> list:
+    """Runs in a thread (the loopback backends need the reactor): one keep-alive connection throughout."""
+    connection = http.client.HTTPConnection("127.0.0.1", twistd.port, timeout=10)
+    seen = [get(connection, IMAGES[0])]
+    map_path.write_text(new_map)
+    os.kill(twistd.process.pid, signal.SIGHUP)
+    wait_for_log(twistd, "token map reloaded")
+    seen.append(get(connection, IMAGES[1]))
+    map_path.write_text(broken_map)
+    os.kill(twistd.process.pid, signal.SIGHUP)
+    wait_for_log(twistd, "token map reload refused")
+    seen.append(get(connection, IMAGES[2]))
+    connection.close()
+    return seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_swaps_the_map_and_a_broken_map_leaves_the_old_one(tmp_path, backends):
+    old, new = backends(FILES), backends(FILES)
+    map_path = tmp_path / "map.ini"
+    map_path.write_text(f"[tokenmap]\nffff = {old.address}\n")
+    config = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(map_path)})
+    twistd = await threads.deferToThread(Twistd, config, tmp_path)
+    try:
+        broken = f"[tokenmap]\n8000 = {old.address}\n"
+        seen = await threads.deferToThread(reload_session, twistd, map_path, f"[tokenmap]\nffff = {new.address}\n", broken)
+        assert [(status, body) for status, body, _ in seen] == [(200, image) for image in IMAGES]
+        assert len({address for _, _, address in seen}) == 1, "one connection throughout"
+        assert (old.hits, new.hits) == (1, 2), "the new map took over, and stayed over the broken one"
+        log = twistd.log.read_text()
+        assert "map.ini: the last bound is 8000, it must be ffff" in log
+        assert twistd.process.poll() is None
+    finally:
+        assert twistd.stop() == -signal.SIGTERM
