@@ -43,6 +43,14 @@ class OriginFailure(Exception):
         return EdgeError(self.kind.value, _PUBLIC_MESSAGES[self.kind], headers)
 
 
+class SkippedHop(OriginFailure):
+    """A hop not tried because its backend is marked down: it counts in the outcome, but
+    is not logged per request (edgeproxy_backend_up and the mark-down say it once)."""
+
+    def __init__(self, where: str):
+        super().__init__(FailureKind.UPSTREAM, where, "marked down, skipped")
+
+
 _PUBLIC_MESSAGES = {
     FailureKind.NOT_FOUND: "image not found",
     FailureKind.UPSTREAM: "origin failed",

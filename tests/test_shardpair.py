@@ -3,8 +3,11 @@
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import deferLater
 
 from edgeproxy.errors import FailureKind, OriginFailure
+from edgeproxy.origins.http import HTTPBackend
 from tests.images import name_of, photo
 from tests.shards import pair_origin
 
@@ -139,3 +142,30 @@ async def test_connections_are_reused(backends, clients):
         await origin.fetch(NAME, "jpg")
     assert primary.hits == 5
     assert primary.connections == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_backend_is_known_at_once(backends, clients):
+    """No 0.3 s wait for Twisted's HostnameEndpoint to notice a refused connection."""
+    primary, secondary = backends(FILES), backends(FILES)
+    await primary.stop()
+    origin = pair_origin(clients, [primary, secondary])
+    started = reactor.seconds()
+    assert await origin.fetch(NAME, "jpg") == IMAGE
+    assert reactor.seconds() - started < 0.25
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+@pytest_twisted.ensureDeferred
+async def test_a_cancel_by_the_caller_is_a_cancel_in_every_phase(backends, clients, host):
+    """Twisted reports a cancel while resolving or connecting as other errors: none may count against the backend."""
+    primary = backends(FILES)
+    primary.set_mode("hang")
+    backend = HTTPBackend(clients.client, f"{host}:{primary.port.getHost().port}", reactor, 5.0, 1 << 20)
+    for delay in (0, 0.001, 0.2):
+        request = backend.get(f"/{NAME}.jpg")
+        if delay:
+            await deferLater(reactor, delay, lambda: None)
+        request.cancel()
+        with pytest.raises(CancelledError):
+            await request

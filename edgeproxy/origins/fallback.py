@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from edgeproxy.deadline import with_deadline
-from edgeproxy.errors import FailureKind, OriginFailure, combine_kinds
+from edgeproxy.errors import FailureKind, OriginFailure, SkippedHop, combine_kinds
 from edgeproxy.origins import IOrigin
 
 log = Logger()
@@ -34,6 +34,8 @@ async def first_success(where: str, attempts: Sequence[tuple[str, Attempt]]) -> 
 
 
 def log_hop(name: str, failure: OriginFailure) -> None:
+    if isinstance(failure, SkippedHop):
+        return
     log.info("origin hop {name} failed: {reason}", name=name, reason=failure.reason)
 
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from edgeproxy import metrics
-from edgeproxy.errors import FailureKind, OriginFailure
+from edgeproxy.errors import FailureKind, OriginFailure, SkippedHop
 from edgeproxy.origins.health import BackendHealth, HealthPolicy
 from edgeproxy.origins.hedging import LatencyWindow
 
@@ -43,7 +43,7 @@ class GuardedBackend:
             raise OriginFailure(FailureKind.BUSY, self.name, f"{self.in_flight} requests in flight")
         probe = not self.health.up
         if not (self.health.admit() or force):
-            raise OriginFailure(FailureKind.UPSTREAM, self.name, "marked down, skipped")
+            raise SkippedHop(self.name)
         self.in_flight += 1
         started = self._clock.seconds()
         try:
