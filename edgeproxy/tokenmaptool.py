@@ -76,7 +76,7 @@ def _split(args: argparse.Namespace) -> int:
         f"Split from {args.map} by edgeproxy-tokenmap split: {len(old.bounds)} ranges halved into {len(new.bounds)}.",
         "Each lower half keeps its pair; each upper half goes to a new pair",
         f"named {args.primary} {args.secondary}.",
-        "Keep the old map in force as the previous map until the upper halves are copied.",
+        "Give the old map as the previous map until the upper halves are copied.",
     ]
     text = format_tokenmap(new, header)
     if args.output is None:
