@@ -75,12 +75,12 @@ def test_check_counts_ranges_pairs_and_servers(doubled, capsys):
 @pytest.mark.parametrize(
     "text, message",
     [
-        (None, "map.ini: cannot read: No such file or directory"),
-        ("[tokenmap]\n8000 = a:1\nfffe = b:1\n", "map.ini: the last bound is fffe, it must be ffff"),
-        ("[tokenmap]\n8000 = a:1\n0100 = b:1\nffff = c:1\n", "map.ini: bound 0100 is out of order (bounds must increase)"),
-        ("[tokenmap]\nffff = a\n", "map.ini: bound ffff: 'a' is not host:port"),
-        ("[shards]\nffff = a:1\n", "map.ini has no [tokenmap] section"),
-        ("no section\n", "map.ini: File contains no section headers."),
+        (None, "cannot read: No such file or directory"),
+        ("[tokenmap]\n8000 = a:1\nfffe = b:1\n", "the last bound is fffe, it must be ffff"),
+        ("[tokenmap]\n8000 = a:1\n0100 = b:1\nffff = c:1\n", "bound 0100 is out of order (bounds must increase)"),
+        ("[tokenmap]\nffff = a\n", "bound ffff: 'a' is not host:port"),
+        ("[shards]\nffff = a:1\n", "no [tokenmap] section"),
+        ("no section\n", "File contains no section headers."),
     ],
 )
 @pytest.mark.parametrize("command", [["check", "MAP"], ["split", "MAP", *PATTERNS], ["diff", SAMPLE, "MAP"], ["diff", "MAP", SAMPLE]])
@@ -89,7 +89,8 @@ def test_bad_maps_exit_2_with_one_line(tmp_path, capsys, text, message, command)
     assert main([path if arg == "MAP" else arg for arg in command]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"edgeproxy-tokenmap: {tmp_path}/{message}\n"
+    assert err.startswith(f"edgeproxy-tokenmap: {path}") and err.endswith(f"{message}\n")
+    assert err.count("\n") == 1
 
 
 def test_a_one_token_range_cannot_be_split(tmp_path, capsys):
