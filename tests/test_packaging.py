@@ -1,4 +1,4 @@
-"""The wheel really ships the twistd plugin (`packages = find:` would silently drop it)."""
+"""The wheel really ships the twistd plugin (`packages = find:` would silently drop it) and the console script."""
 
 import subprocess
 import sys
@@ -20,3 +20,6 @@ def test_wheel_contains_the_plugin_and_no_plugins_init(tmp_path):
     assert "twisted/plugins/__init__.py" not in names
     assert "edgeproxy/tap.py" in names
     assert "edgeproxy/py.typed" in names
+    (entry_points_file,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    entry_points = zipfile.ZipFile(wheel).read(entry_points_file).decode()
+    assert "edgeproxy-tokenmap = edgeproxy.tokenmaptool:main" in entry_points
