@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from edgeproxy.resharding import TOKEN_COUNT, format_tokenmap, moves, split
-from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
+from edgeproxy.tokenmap import TokenMapError, load_tokenmap
 
 SAME, DIFFERENT, TROUBLE = 0, 1, 2
 
@@ -53,30 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> TokenMap:
-    """load_tokenmap's messages name the file only for read errors; name it always."""
-    try:
-        return load_tokenmap(path)
-    except TokenMapError as error:
-        message = str(error)
-        raise TokenMapError(message if message.startswith(path) else f"{path}: {message}") from None
-
-
 def _check(args: argparse.Namespace) -> int:
-    tokenmap = _load(args.map)
+    tokenmap = load_tokenmap(args.map)
     servers = {member for pair in tokenmap.pairs for member in pair}
     print(f"{args.map}: {len(tokenmap.bounds)} ranges, {len(set(tokenmap.pairs))} pairs, {len(servers)} servers")
     return SAME
 
 
 def _split(args: argparse.Namespace) -> int:
-    old = _load(args.map)
+    old = load_tokenmap(args.map)
     new = split(old, args.primary, args.secondary)
     header = [
         f"Split from {args.map} by edgeproxy-tokenmap split: {len(old.bounds)} ranges halved into {len(new.bounds)}.",
         "Each lower half keeps its pair; each upper half goes to a new pair",
         f"named {args.primary} {args.secondary}.",
-        "Give the old map as the previous map until the upper halves are copied.",
+        "Give the old map as [shards] previous until the upper halves are copied.",
     ]
     text = format_tokenmap(new, header)
     if args.output is None:
@@ -101,7 +92,7 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    found = moves(_load(args.old), _load(args.new))
+    found = moves(load_tokenmap(args.old), load_tokenmap(args.new))
     for move in found:
         print(f"{move.lo:04x}-{move.hi:04x}: {' '.join(move.old)} -> {' '.join(move.new)}")
     moved = sum(move.tokens for move in found)
