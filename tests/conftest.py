@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
+from edgeproxy.origins.http import ClientService
 from tests.loopback import Backend
 
 
@@ -20,3 +22,13 @@ def backends():
     for backend in made:
         if backend.running:
             pytest_twisted.blockon(backend.stop())
+
+
+@pytest.fixture
+def clients():
+    """The origins' HTTP client over its own connection pool, closed after the test."""
+    service = ClientService(reactor, connect_timeout=1.0, per_host=4)
+    service.startService()
+    yield service
+    pytest_twisted.blockon(service.stopService())
+

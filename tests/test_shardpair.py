@@ -5,7 +5,6 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from edgeproxy.errors import FailureKind, OriginFailure
-from edgeproxy.origins.http import ClientService
 from edgeproxy.origins.shardpair import ShardPairOrigin
 from edgeproxy.tokenmap import parse_tokenmap
 from tests.images import name_of, photo
@@ -13,14 +12,6 @@ from tests.images import name_of, photo
 IMAGE = photo(seed=1)
 NAME = name_of(IMAGE)
 FILES = {f"/{NAME}.jpg": IMAGE}
-
-
-@pytest.fixture
-def clients():
-    service = ClientService(reactor, connect_timeout=1.0, per_host=4)
-    service.startService()
-    yield service
-    pytest_twisted.blockon(service.stopService())
 
 
 def pair_origin(clients, members, timeout=5.0, max_body=1 << 20, template="/{hash}.{ext}"):
