@@ -78,6 +78,20 @@ class ShardsConfig:
 
 
 @dataclass(frozen=True)
+class S3RegionConfig:
+    """One S3 region: where the bucket is, how requests are signed, how keys are laid out."""
+
+    name: str
+    endpoint: str
+    bucket: str
+    region: str
+    credentials: str
+    access_key: str
+    secret_key: str
+    key_template: str
+
+
+@dataclass(frozen=True)
 class ResizeConfig:
     presets: dict[str, Geometry]
     allowed_sizes: frozenset[Geometry]

@@ -6,6 +6,7 @@ from twisted.internet import reactor
 
 from edgeproxy.origins.http import ClientService
 from tests.loopback import Backend
+from tests.s3server import Regions, S3Server
 
 
 @pytest.fixture
@@ -32,3 +33,16 @@ def clients():
     yield service
     pytest_twisted.blockon(service.stopService())
 
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """Two fresh buckets on the real S3 server, as two regions, with signatures checked."""
+    s3_server.enforce_auth(True)
+    return Regions(s3_server, s3_server.bucket("us-east-1"), s3_server.bucket("eu-west-1"), s3_server.user())
