@@ -147,3 +147,13 @@ class Regions:
             **changes,
         }
         return S3RegionConfig(**settings)
+
+    def ini(self, *names: str, **changes: str) -> dict[tuple[str, str], str]:
+        """Regions (both by default) as config file changes for tests/configs.write_config."""
+        names = names or ("east", "west")
+        settings = {("s3", "regions"): " ".join(names)}
+        for name in names:
+            region = self.config(name, **changes)
+            for key in ("endpoint", "bucket", "region", "credentials", "access_key", "secret_key"):
+                settings[(f"s3:{name}", key)] = getattr(region, key)
+        return settings

@@ -18,6 +18,7 @@ from edgeproxy.origins.awscredentials import (
 )
 from edgeproxy.origins.fallback import FallbackOrigin
 from edgeproxy.origins.s3 import S3RegionOrigin
+from tests.edge import Edge, pair_map
 from tests.images import name_of, photo
 
 IMAGE = photo(seed=5)
@@ -87,6 +88,24 @@ async def test_wrong_credentials_are_a_logged_failure_and_the_next_region_serves
     assert (failure.kind, failure.where, failure.reason) == (FailureKind.UPSTREAM, "s3:east", f"HTTP 403 {code}")
     assert await chain(s3, clients, east).fetch(NAME, "jpg") == IMAGE
     assert f"s3:east refused our request, check its credentials: HTTP 403 {code}" in logged()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_document_is_never_cached(tmp_path, s3):
+    """Denied first (403 AccessDenied: 502), allowed then: the next request gets the image."""
+    s3.server.put(s3.east, KEY, IMAGE)
+    denied = s3.server.user(actions=None)
+    regions = s3.ini("east", access_key=denied.access_key, secret_key=denied.secret_key)
+    edge = Edge(tmp_path, {**regions, ("origins", "chain"): "s3"})
+    try:
+        response = await edge.get(f"/{NAME}.jpg")
+        assert (response.code, await response.content()) == (502, b"origin failed\n")
+        s3.server.allow(denied.user, ["s3:GetObject"])
+        response = await edge.get(f"/{NAME}.jpg")
+        assert (response.code, await response.content()) == (200, IMAGE)
+        assert response.headers.getRawHeaders("X-Cache") == ["MISS"]
+    finally:
+        await edge.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -275,3 +294,21 @@ async def test_a_failed_background_refresh_is_logged_and_the_current_keys_still_
     await wait_until(lambda: any("refreshing AWS credentials failed" in line for line in logged()))
     assert "no credentials today" in next(line for line in logged() if "refreshing AWS credentials failed" in line)
     assert await east.fetch(NAME, "jpg") == IMAGE
+
+
+@pytest_twisted.ensureDeferred
+async def test_shards_down_then_s3_region_two_serves_and_memory_hits(tmp_path, s3, backends):
+    s3.server.put(s3.west, KEY, IMAGE)
+    primary, secondary = backends({f"/{NAME}.jpg": IMAGE}), backends({f"/{NAME}.jpg": IMAGE})
+    await primary.stop()
+    await secondary.stop()
+    edge = Edge(tmp_path, {**s3.ini(), ("origins", "chain"): "shards s3"}, tokenmap=pair_map(primary, secondary))
+    try:
+        for expected in ("MISS", "HIT-MEMORY"):
+            response = await edge.get(f"/{NAME}.jpg")
+            assert (response.code, await response.content()) == (200, IMAGE)
+            assert response.headers.getRawHeaders("X-Cache") == [expected]
+        assert (primary.hits, secondary.hits) == (0, 0)
+        assert (len(s3.server.gets(s3.east)), len(s3.server.gets(s3.west))) == (1, 1)
+    finally:
+        await edge.stop()
