@@ -24,7 +24,8 @@ from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
 
 T = TypeVar("T")
-ORIGIN_KINDS = ("local", "shards")
+ORIGIN_KINDS = ("local", "shards", "s3")
+S3_CREDENTIALS = ("chain", "static", "anonymous")
 _REQUIRED = object()
 _SIZE = re.compile(r"\s*([0-9]+)\s*(B|KiB|MiB|GiB|TiB)?\s*")
 _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
@@ -33,6 +34,11 @@ _SECONDS = {None: 1.0, "s": 1.0, "ms": 0.001, "min": 60.0}
 _TEMPLATE_FIELDS = re.compile(r"\{([^{}]*)\}")
 _EXTENSION = re.compile(r"[a-z0-9]{1,8}")
 TEMPLATE_NAMES = frozenset({"hash", "ext", "p2", "p4", "p6"})
+_REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SIGNING_REGION = re.compile(r"[a-z0-9-]{1,32}")
+_URL_SAFE = re.compile(r"[A-Za-z0-9/._~-]*")
+_ENDPOINT = re.compile(r"http://[A-Za-z0-9.-]+(?::([0-9]{1,5}))?/?")
 
 
 class ConfigError(Exception):
@@ -87,6 +93,20 @@ class ShardsConfig:
 
 
 @dataclass(frozen=True)
+class S3RegionConfig:
+    """One S3 region: where the bucket is, how requests are signed, how keys are laid out."""
+
+    name: str
+    endpoint: str
+    bucket: str
+    region: str
+    credentials: str
+    access_key: str
+    secret_key: str
+    key_template: str
+
+
+@dataclass(frozen=True)
 class ResizeConfig:
     presets: dict[str, Geometry]
     allowed_sizes: frozenset[Geometry]
@@ -112,6 +132,7 @@ class Config:
     local: LocalConfig | None
     shards: ShardsConfig | None
     resize: ResizeConfig
+    s3: tuple[S3RegionConfig, ...] = ()
 
     def url_grammar(self) -> UrlGrammar:
         return UrlGrammar(
@@ -223,6 +244,47 @@ def parse_template(raw: str) -> str:
     return raw
 
 
+def parse_region_names(raw: str) -> tuple[str, ...]:
+    names = tuple(raw.split())
+    for name in names:
+        if not _REGION_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a region name (lowercase letters, digits, - and _)")
+    if len(set(names)) != len(names):
+        raise ValueError("a region is listed twice")
+    return names
+
+
+def parse_pattern(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise ValueError(f"{raw!r} is not {what}")
+        return raw
+
+    return parse
+
+
+def parse_endpoint_url(raw: str) -> str:
+    """
+    Plain http only: the origin client speaks HTTP without TLS, and every body is
+    checked against its SHA-1 name, so a tampered image fails the hop anyway.
+    """
+    match = _ENDPOINT.fullmatch(raw)
+    if not match or int(match[1] or 0) > 65535:
+        raise ValueError(f"{raw!r} is not an endpoint like http://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000")
+    return raw.rstrip("/")
+
+
+def parse_key_template(raw: str) -> str:
+    """Keys are sent as they are, unescaped, so the URL signed is exactly the URL sent."""
+    template = parse_template(raw)
+    literal = _TEMPLATE_FIELDS.sub("", template)
+    if not _URL_SAFE.fullmatch(literal):
+        raise ValueError(f"{raw!r} may only use letters, digits and / . _ ~ - besides its fields")
+    if template.startswith("/"):
+        raise ValueError(f"{raw!r} starts with /, an S3 key does not (the default is {{p6}}/{{hash}}.{{ext}})")
+    return template
+
+
 def parse_extensions(raw: str) -> frozenset[str]:
     extensions = frozenset(raw.split())
     for ext in extensions:
@@ -280,6 +342,7 @@ def load_config(path: str) -> Config:
         local=_local(_Section(parser, path, "local")) if "local" in origins.chain else None,
         shards=_shards(_Section(parser, path, "shards")) if "shards" in origins.chain else None,
         resize=resize,
+        s3=_s3(parser, path) if "s3" in origins.chain else (),
     )
 
 
@@ -293,21 +356,26 @@ KNOWN_KEYS = {
     },
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "previous", "path_template"},
+    "s3": {"regions"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
         "render_workers", "render_queue", "tenant_share", "render_mode",
         "max_source_frames", "upscale", "background",
     },
 }
+S3_REGION_KEYS = {"endpoint", "bucket", "region", "credentials", "access_key", "secret_key", "key_template"}
 
 
 def _check_known(parser: configparser.ConfigParser, path: str) -> None:
     """A misspelt key would silently fall back to a default: refuse it instead."""
+    known = dict(KNOWN_KEYS)
+    known.update((f"s3:{name}", S3_REGION_KEYS) for name in parser.get("s3", "regions", fallback="").split())
     for name in parser.sections():
-        if name not in KNOWN_KEYS:
-            raise ConfigError(f"{path}: [{name}]: unknown section")
+        if name not in known:
+            hint = " (a region section must be listed in [s3] regions)" if name.startswith("s3:") else ""
+            raise ConfigError(f"{path}: [{name}]: unknown section{hint}")
         for key in parser.options(name):
-            if key not in KNOWN_KEYS[name]:
+            if key not in known[name]:
                 raise ConfigError(f"{path}: [{name}] {key}: unknown key")
 
 
@@ -405,6 +473,39 @@ def _tokenmap(section: _Section, key: str, path: str) -> TokenMap:
         return load_tokenmap(path)
     except TokenMapError as exc:
         raise section.fail(key, str(exc)) from None
+
+
+def _s3(parser: configparser.ConfigParser, path: str) -> tuple[S3RegionConfig, ...]:
+    """The regions in the order they are tried; each must have its own [s3:NAME] section."""
+    section = _Section(parser, path, "s3")
+    names = section.get("regions", parse_region_names)
+    for name in names:
+        if not parser.has_section(f"s3:{name}"):
+            raise section.fail("regions", f"region {name!r} has no [s3:{name}] section")
+    return tuple(_s3_region(_Section(parser, path, f"s3:{name}"), name) for name in names)
+
+
+def _s3_region(section: _Section, name: str) -> S3RegionConfig:
+    credentials = section.get("credentials", parse_choice(S3_CREDENTIALS), "chain")
+    keys = [section.get(key, str, "") for key in ("access_key", "secret_key")]
+    for key, value in zip(("access_key", "secret_key"), keys):
+        if credentials == "static" and not value:
+            raise section.fail(key, "missing (required with credentials = static)")
+        if credentials != "static" and value:
+            raise section.fail(key, f"only used with credentials = static, not {credentials}")
+    region = section.get("region", parse_pattern(_SIGNING_REGION, "a region name like eu-west-1"), "")
+    if credentials != "anonymous" and not region:
+        raise section.fail("region", "missing (required to sign requests)")
+    return S3RegionConfig(
+        name=name,
+        endpoint=section.get("endpoint", parse_endpoint_url),
+        bucket=section.get("bucket", parse_pattern(_BUCKET, "a bucket name (3-63 lowercase letters, digits, . and -)")),
+        region=region,
+        credentials=credentials,
+        access_key=keys[0],
+        secret_key=keys[1],
+        key_template=section.get("key_template", parse_key_template, "{p6}/{hash}.{ext}"),
+    )
 
 
 def _resize(section: _Section) -> ResizeConfig:

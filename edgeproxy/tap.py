@@ -16,18 +16,33 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from edgeproxy.admin import HealthResource, make_admin_root
-from edgeproxy.config import Config, ConfigError, load_config
+from edgeproxy.config import Config, ConfigError, S3RegionConfig, load_config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.httpserver import EdgeHandler, EdgeSite
 from edgeproxy.imageservice import ImageService
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
+from edgeproxy.origins.awscredentials import (
+    AnonymousCredentials,
+    ChainCredentials,
+    ICredentialSource,
+    StaticCredentials,
+)
 from edgeproxy.origins.fallback import FallbackOrigin
+from edgeproxy.origins.guard import GuardedBackend, GuardedOrigin
+from edgeproxy.origins.hedging import LatencyWindow
 from edgeproxy.origins.http import ClientService
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
+from edgeproxy.origins.s3 import S3RegionOrigin
 from edgeproxy.origins.shardpair import Members, ShardPairOrigin
-from edgeproxy.render import IRenderer, ProcessRenderer, RenderSettings, ThreadRenderer, configure_libvips
 from edgeproxy.reload import SighupService
+from edgeproxy.render import (
+    IRenderer,
+    ProcessRenderer,
+    RenderSettings,
+    ThreadRenderer,
+    configure_libvips,
+)
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.shardmaps import ShardMapFiles, ShardMaps
 
@@ -89,8 +104,7 @@ def build_service(config: Config) -> MultiService:
 def build_edge(config: Config, reactor: object, top: MultiService) -> EdgeSite:
     """The public HTTP factory and what it needs; its services are added to `top`."""
     disk_pool = _pool("edgeproxy-disk", 4, top)
-    chain = [_origin(kind, config, reactor, disk_pool, top) for kind in config.origins.chain]
-    origin = FallbackOrigin(chain, reactor, config.origins.deadline)
+    origin = FallbackOrigin(_chain(config, reactor, disk_pool, top), reactor, config.origins.deadline)
     cache = config.cache
     disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
     HookService(start=disk.start).setServiceParent(top)
@@ -120,6 +134,17 @@ def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
     return ThreadRenderer(reactor, _pool("edgeproxy-render", resize.render_workers, top), settings)
 
 
+def _chain(config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> list[IOrigin]:
+    """The origins in the order they are tried; `s3` stands for every region, in order."""
+    chain: list[IOrigin] = []
+    for kind in config.origins.chain:
+        if kind == "s3":
+            chain.extend(_s3_origins(config, reactor, top))
+        else:
+            chain.append(_origin(kind, config, reactor, disk_pool, top))
+    return chain
+
+
 def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService) -> IOrigin:
     origins = config.origins
     if kind == "local":
@@ -130,8 +155,7 @@ def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, t
         )
     assert config.shards is not None
     shards = config.shards
-    clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host)
-    clients.setServiceParent(top)
+    clients = _client_service(config, reactor, top)
     files = ShardMapFiles(shards.tokenmap_path, shards.previous_path, ShardMaps(shards.tokenmap, shards.previous), reactor, disk_pool)
     SighupService(reactor, files.reload).setServiceParent(top)
     return ShardPairOrigin(
@@ -145,3 +169,42 @@ def _origin(kind: str, config: Config, reactor: object, disk_pool: ThreadPool, t
         origins.hedge,
         origins.verify_hash,
     )
+
+
+def _client_service(config: Config, reactor: object, top: MultiService) -> ClientService:
+    clients = ClientService(reactor, config.origins.connect_timeout, config.origins.connections_per_host)
+    clients.setServiceParent(top)
+    return clients
+
+
+def _s3_origins(config: Config, reactor: object, top: MultiService) -> list[IOrigin]:
+    """Every region in order, over one client; those using the AWS chain share it and its one thread."""
+    clients = _client_service(config, reactor, top)
+    chain = None
+    if any(region.credentials == "chain" for region in config.s3):
+        chain = ChainCredentials(reactor, _pool("edgeproxy-credentials", 1, top))
+    origins = config.origins
+    return [
+        GuardedOrigin(
+            S3RegionOrigin(
+                region,
+                _credentials(region, chain),
+                clients.client,
+                reactor,
+                origins.timeout,
+                origins.max_body_bytes,
+                origins.verify_hash,
+            ),
+            GuardedBackend(f"s3:{region.name}", reactor, origins.health, origins.max_in_flight, LatencyWindow(0.95, 0.1)),
+        )
+        for region in config.s3
+    ]
+
+
+def _credentials(region: S3RegionConfig, chain: ICredentialSource | None) -> ICredentialSource:
+    if region.credentials == "static":
+        return StaticCredentials(region.access_key, region.secret_key)
+    if region.credentials == "anonymous":
+        return AnonymousCredentials()
+    assert chain is not None
+    return chain

@@ -31,7 +31,7 @@ def write_config(tmp_path: Path, changes: dict[tuple[str, str], str | None] | No
     settings = base_settings(tmp_path)
     for (section, key), value in (changes or {}).items():
         if value is None:
-            settings[section].pop(key, None)
+            settings.setdefault(section, {}).pop(key, None)
         else:
             settings.setdefault(section, {})[key] = value
     parser = configparser.ConfigParser(interpolation=None)

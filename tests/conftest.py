@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 
 from twisted.internet import reactor
 
 from edgeproxy.origins.http import ClientService
 from tests.loopback import Backend
+from tests.s3server import Regions, S3Server
 
 
 @pytest.fixture
@@ -27,7 +29,22 @@ def backends():
 
 @pytest.fixture
 def clients():
+    """The origins' HTTP client over its own connection pool, closed after the test."""
     service = ClientService(reactor, connect_timeout=1.0, per_host=4)
     service.startService()
     yield service
     pytest_twisted.blockon(service.stopService())
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """Two fresh buckets on the real S3 server, as two regions, with signatures checked."""
+    s3_server.enforce_auth(True)
+    return Regions(s3_server, s3_server.bucket("us-east-1"), s3_server.bucket("eu-west-1"), s3_server.user())

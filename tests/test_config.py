@@ -1,3 +1,5 @@
+import configparser
+
 import pytest
 
 from edgeproxy.config import ConfigError, load_config, parse_duration, parse_size
@@ -141,3 +143,74 @@ def test_previous_token_map_is_loaded_and_checked(tmp_path):
     (tmp_path / "old.ini").write_text("[tokenmap]\n0100 = a:80\n")
     with pytest.raises(ConfigError, match=r"\[shards\] previous: .*old.ini: the last bound is 0100"):
         load_config(write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "previous"): "old.ini"}))
+S3_REGIONS = {
+    ("origins", "chain"): "shards s3",
+    ("s3", "regions"): "east west",
+    ("s3:east", "endpoint"): "http://127.0.0.1:9000/",
+    ("s3:east", "bucket"): "images-east",
+    ("s3:east", "region"): "us-east-1",
+    ("s3:east", "credentials"): "static",
+    ("s3:east", "access_key"): "AKIAEXAMPLE",
+    ("s3:east", "secret_key"): "secret",
+    ("s3:west", "endpoint"): "http://s3.eu-west-1.amazonaws.com",
+    ("s3:west", "bucket"): "images.west",
+    ("s3:west", "region"): "eu-west-1",
+}
+
+
+def test_s3_regions_load_in_their_order_with_defaults(tmp_path):
+    config = load_config(write_config(tmp_path, S3_REGIONS))
+    assert config.origins.chain == ("shards", "s3")
+    east, west = config.s3
+    assert (east.name, east.endpoint, east.credentials, east.access_key) == ("east", "http://127.0.0.1:9000", "static", "AKIAEXAMPLE")
+    assert (west.name, west.bucket, west.region, west.credentials) == ("west", "images.west", "eu-west-1", "chain")
+    assert west.key_template == "{p6}/{hash}.{ext}"
+
+
+def test_anonymous_needs_no_signing_region(tmp_path):
+    changes = {**S3_REGIONS, ("s3:west", "credentials"): "anonymous", ("s3:west", "region"): None}
+    assert load_config(write_config(tmp_path, changes)).s3[1].credentials == "anonymous"
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({("s3", "regions"): "west"}, "[s3:east]: unknown section (a region section must be listed in [s3] regions)"),
+        ({("s3:south", "bucket"): "images"}, "[s3:south]: unknown section"),
+        ({("s3:east", "endpiont"): "http://x"}, "[s3:east] endpiont: unknown key"),
+        ({("s3", "regions"): "east west north"}, "[s3] regions: region 'north' has no [s3:north] section"),
+        ({("s3", "regions"): "east west east"}, "[s3] regions: a region is listed twice"),
+        ({("s3", "regions"): "east west Bad!"}, "[s3] regions: 'Bad!' is not a region name"),
+        ({("s3:east", "endpoint"): None}, "[s3:east] endpoint: missing (required)"),
+        ({("s3:east", "endpoint"): "https://s3.amazonaws.com"}, "[s3:east] endpoint: 'https://s3.amazonaws.com' is not an endpoint like http://"),
+        ({("s3:east", "endpoint"): "http://127.0.0.1:99999"}, "[s3:east] endpoint: 'http://127.0.0.1:99999' is not an endpoint"),
+        ({("s3:east", "endpoint"): "http://s3.amazonaws.com/images"}, "[s3:east] endpoint: 'http://s3.amazonaws.com/images' is not"),
+        ({("s3:east", "bucket"): "Images"}, "[s3:east] bucket: 'Images' is not a bucket name"),
+        ({("s3:east", "credentials"): "iam"}, "[s3:east] credentials: 'iam' is not one of chain, static, anonymous"),
+        ({("s3:east", "secret_key"): None}, "[s3:east] secret_key: missing (required with credentials = static)"),
+        ({("s3:west", "access_key"): "AKIA"}, "[s3:west] access_key: only used with credentials = static, not chain"),
+        ({("s3:west", "region"): None}, "[s3:west] region: missing (required to sign requests)"),
+        ({("s3:west", "region"): "EU West"}, "[s3:west] region: 'EU West' is not a region name like eu-west-1"),
+        ({("s3:east", "key_template"): "{p6}/{name}.jpg"}, "[s3:east] key_template: unknown field {name}"),
+        ({("s3:east", "key_template"): "{p6}/{hash} copy.{ext}"}, "[s3:east] key_template: '{p6}/{hash} copy.{ext}' may only use letters"),
+        ({("s3:east", "key_template"): "/{hash}.{ext}"}, "[s3:east] key_template: '/{hash}.{ext}' starts with /"),
+        ({("origins", "chain"): "shards s4"}, "[origins] chain: 's4' is not one of local, shards, s3"),
+    ],
+)
+def test_each_s3_mistake_is_one_line_naming_file_section_and_key(tmp_path, changes, expected):
+    path = write_config(tmp_path, {**S3_REGIONS, **changes})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_bundled_s3_example_is_valid(tmp_path):
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPO / "conf" / "edgeproxy.ini")
+    parser["origins"]["chain"] = "s3"
+    path = tmp_path / "edgeproxy.ini"
+    with open(path, "w") as handle:
+        parser.write(handle)
+    assert [region.name for region in load_config(str(path)).s3] == parser["s3"]["regions"].split()

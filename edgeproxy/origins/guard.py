@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from edgeproxy import metrics
 from edgeproxy.errors import FailureKind, OriginFailure, SkippedHop
+from edgeproxy.origins import IOrigin
 from edgeproxy.origins.health import BackendHealth, HealthPolicy
 from edgeproxy.origins.hedging import LatencyWindow
 
@@ -73,3 +75,16 @@ class GuardedBackend:
                 self.health.failed(key)
         metrics.ORIGIN_REQUESTS.labels(self.name, code).inc()
         self._up.set(1 if self.health.up else 0)
+
+
+@implementer(IOrigin)
+class GuardedOrigin:
+    """An origin that is a single backend, such as an S3 region: judged and counted like a shard server."""
+
+    def __init__(self, origin: IOrigin, guard: GuardedBackend):
+        self.name = origin.name
+        self._origin = origin
+        self._guard = guard
+
+    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
+        return ensureDeferred(self._guard.call(image_hash, lambda on_headers: self._origin.fetch(image_hash, ext)))
