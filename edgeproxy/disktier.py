@@ -57,6 +57,7 @@ class DiskTier:
         self._mutations: Deferred[None] = succeed(None)
         self.spilled = 0
         self.promoted = 0
+        self.evictions = 0
 
     def _run(self, work: Callable, *args: object) -> Deferred:
         return deferToThreadPool(self._reactor, self._pool, work, *args)
@@ -131,6 +132,7 @@ class DiskTier:
         return keys
 
     def _evicted(self, key: bytes, size: int) -> None:
+        self.evictions += 1
         self._delete(key)
 
     def _delete(self, key: bytes) -> None:

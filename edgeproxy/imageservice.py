@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cachetools import TTLCache
+from prometheus_client import Histogram
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from edgeproxy import metrics
 from edgeproxy.cachedobject import CachedObject, make_cached_object
 from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
@@ -21,6 +23,7 @@ from edgeproxy.origins import IOrigin
 from edgeproxy.render import IRenderer, Unrenderable
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.singleflight import SingleFlight
+from edgeproxy.topkeys import TopKeys
 from edgeproxy.urls import ImageRequest
 
 log = Logger()
@@ -33,6 +36,16 @@ class Fetched:
     obj: CachedObject
     x_cache: bytes
     timing: bytes
+
+
+class CacheCounts:
+    """Lookups by tier and outcome, as plain integers: the hit path pays an add, and
+    the metrics collector reads them when Prometheus scrapes."""
+
+    __slots__ = ("memory_hits", "memory_misses", "disk_hits", "disk_misses")
+
+    def __init__(self) -> None:
+        self.memory_hits = self.memory_misses = self.disk_hits = self.disk_misses = 0
 
 
 class ImageService:
@@ -61,9 +74,17 @@ class ImageService:
         self._origin = origin
         self._clock = clock
         self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
+        self.counts = CacheCounts()
+        self.top_misses = TopKeys(64)
 
     def cached(self, request: ImageRequest) -> CachedObject | None:
-        return self.memory.get(request.key)
+        obj = self.memory.get(request.key)
+        if obj is None:
+            self.counts.memory_misses += 1
+            self.top_misses.add(request.key)
+        else:
+            self.counts.memory_hits += 1
+        return obj
 
     def fetch(self, request: ImageRequest, tenant: bytes = b"") -> "Deferred[Fetched]":
         """
@@ -88,9 +109,11 @@ class ImageService:
         if request.key in self.disk:
             body = await self.disk.get(request.key)
             if body is not None:
+                self.counts.disk_hits += 1
                 obj = make_cached_object(body)
                 self.disk.promoted += self.memory.put(request.key, obj)
                 return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
+        self.counts.disk_misses += 1
         if request.is_original:
             return await self._fetch_original(request, started, purges)
         return await self._render(request, tenant, purges)
@@ -108,7 +131,7 @@ class ImageService:
             original, x_cache = fetched.obj, b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
         rendering = self._clock.seconds()
         try:
-            body = await self.queue.run(tenant, lambda: self._renderer.render(original.body, request.geometry, request.fmt))
+            body = await self.queue.run(tenant, lambda: self._timed_render(original.body, request))
         except Unrenderable as error:
             log.warn("cannot render {key}: {reason}", key=request.key, reason=error.reason)
             raise
@@ -116,6 +139,12 @@ class ImageService:
         self._store(request.key, obj, purges)
         timing = b"cache;desc=miss, render;dur=%.1f" % self._ms_since(rendering)
         return Fetched(obj, x_cache, timing)
+
+    def _timed_render(self, original: bytes, request: ImageRequest) -> "Deferred[bytes]":
+        """The render alone, without its wait for a worker: edgeproxy_render_seconds."""
+        started = self._clock.seconds()
+        d = self._renderer.render(original, request.geometry, request.fmt)
+        return d.addBoth(_observed, metrics.RENDER_SECONDS, self._clock, started)
 
     def _store(self, key: bytes, obj: CachedObject, purges: int) -> None:
         """Keep a filled object, unless a purge came while it was being filled."""
@@ -149,3 +178,8 @@ class ImageService:
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)
         return {tier: [key.decode() for key in keys] for tier, keys in removed.items()}
+
+
+def _observed(result: object, histogram: Histogram, clock: IReactorTime, started: float) -> object:
+    histogram.observe(clock.seconds() - started)
+    return result

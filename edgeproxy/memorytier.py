@@ -22,9 +22,19 @@ class MemoryTier:
 
     def __init__(self, budget: int, max_object: int, policy: str, on_evict: OnEvict):
         """`on_evict` receives what the policy pushes out (the disk tier spills it)."""
-        self._objects = make_policy(policy, budget, _object_size, on_evict)
+        self._on_evict = on_evict
+        self._objects = make_policy(policy, budget, _object_size, self._evicted)
         self.max_object = min(max_object, budget)
         self.get = self._objects.get
+        self.evictions = 0
+
+    @property
+    def bytes_used(self) -> int:
+        return self._objects.currsize
+
+    def _evicted(self, key: bytes, obj: CachedObject) -> None:
+        self.evictions += 1
+        self._on_evict(key, obj)
 
     def put(self, key: bytes, obj: CachedObject) -> bool:
         """Keep `obj` if it fits the per-object limit; says whether it was kept."""

@@ -21,7 +21,8 @@ class Edge:
             changes = {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini"), **(changes or {})}
         self.config = load_config(write_config(tmp_path, changes))
         self.services = MultiService()
-        self.site = build_edge(self.config, reactor, self.services)
+        self.parts = build_edge(self.config, reactor, self.services)
+        self.site = self.parts.site
         self.services.startService()
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1", backlog=1024)
         self.base = f"http://127.0.0.1:{self.port.getHost().port}"

@@ -55,8 +55,11 @@ class Members:
         health: HealthPolicy,
         max_in_flight: int,
         hedge: HedgePolicy | None,
+        board: list[GuardedBackend] | None = None,
     ):
+        """`board` collects every member's guard as it is made, for the status page."""
         self._members: dict[str, Member] = {}
+        self._board = board if board is not None else []
         self._http = lambda address: HTTPBackend(client, address, clock, timeout, max_body)
         latency = (hedge.percentile, hedge.initial) if hedge else (0.95, 0.1)
         self._guard = lambda address: GuardedBackend(address, clock, health, max_in_flight, LatencyWindow(*latency))
@@ -65,6 +68,7 @@ class Members:
         member = self._members.get(address)
         if member is None:
             member = self._members[address] = Member(self._http(address), self._guard(address))
+            self._board.append(member.guard)
         return member
 
 

@@ -1,0 +1,56 @@
+"""/metrics of a real `twistd`: counters move exactly as requests do."""
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.configs import SAMPLES, write_config
+from tests.twistd import Twistd
+
+SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    twistd = Twistd(write_config(tmp_path, {("resize", "presets"): "small=64x0"}), tmp_path)
+    yield twistd
+    twistd.stop()
+
+
+def scrape(proxy) -> dict[tuple[str, tuple], float]:
+    status, _, body = proxy.get("/metrics", admin=True)
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_three_misses_then_seven_hits_is_a_hit_ratio_of_0_7(proxy):
+    for purge in (True, True, False):
+        assert proxy.get(f"/{SAMPLE}.jpg")[1]["X-Cache"] == "MISS"
+        if purge:
+            assert proxy.get(f"/purge/{SAMPLE}", admin=True, method="POST")[0] == 200
+    for _ in range(7):
+        assert proxy.get(f"/{SAMPLE}.jpg")[1]["X-Cache"] == "HIT-MEMORY"
+    samples = scrape(proxy)
+    assert value(samples, "edgeproxy_cache_requests_total", result="hit", tier="memory") == 7
+    assert value(samples, "edgeproxy_cache_requests_total", result="miss", tier="memory") == 3
+    assert value(samples, "edgeproxy_cache_requests_total", result="miss", tier="disk") == 3
+    assert value(samples, "edgeproxy_cache_hit_ratio") == pytest.approx(0.7)
+    assert value(samples, "edgeproxy_cache_objects", tier="memory") == 1
+    size = (SAMPLES / f"{SAMPLE}.jpg").stat().st_size
+    assert size < value(samples, "edgeproxy_cache_bytes", tier="memory") < size + 1024
+
+
+def test_renders_and_the_queue_are_exported_and_no_created_series(proxy):
+    assert proxy.get(f"/{SAMPLE}/small.jpg")[0] == 200
+    samples = scrape(proxy)
+    assert value(samples, "edgeproxy_render_seconds_count") == 1
+    assert value(samples, "edgeproxy_render_queue") == 0
+    assert value(samples, "edgeproxy_disk_tier_ready") == 1
+    assert not [name for name, _ in samples if name.endswith("_created")]
