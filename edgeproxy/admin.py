@@ -55,8 +55,11 @@ class PurgeResource(Resource):
         return json.dumps({"hash": name, "removed": self._images.purge(name)}).encode() + b"\n"
 
 
-def make_admin_root(health: HealthResource, images: ImageService, registry: CollectorRegistry = REGISTRY) -> Resource:
+def make_admin_root(
+    health: HealthResource, images: ImageService, status: Resource, registry: CollectorRegistry = REGISTRY
+) -> Resource:
     root = Resource()
+    root.putChild(b"status", status)
     root.putChild(b"healthz", health)
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"purge", PurgeResource(images))

@@ -79,6 +79,10 @@ class DiskTier:
     def bytes_used(self) -> int:
         return self._index.currsize
 
+    @property
+    def budget(self) -> int:
+        return self._index.maxsize
+
     def __len__(self) -> int:
         return len(self._index)
 

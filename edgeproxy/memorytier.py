@@ -32,6 +32,10 @@ class MemoryTier:
     def bytes_used(self) -> int:
         return self._objects.currsize
 
+    @property
+    def budget(self) -> int:
+        return self._objects.maxsize
+
     def _evicted(self, key: bytes, obj: CachedObject) -> None:
         self.evictions += 1
         self._on_evict(key, obj)

@@ -34,6 +34,7 @@ from edgeproxy.render import (
 )
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.services import HookService, thread_pool
+from edgeproxy.statuspage import StatusResource
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
 
@@ -58,7 +59,8 @@ def build_service(config: Config) -> MultiService:
     edge = build_edge(config, reactor, top)
     for description in config.edge.listen:
         StreamServerEndpointService(serverFromString(reactor, description), edge.site).setServiceParent(top)
-    admin = Site(make_admin_root(HealthResource(), edge.images))
+    status = StatusResource(edge.images, edge.history, lambda: edge.backends)
+    admin = Site(make_admin_root(HealthResource(), edge.images, status))
     for description in config.edge.admin_listen:
         StreamServerEndpointService(serverFromString(reactor, description), admin).setServiceParent(top)
     return top

@@ -43,6 +43,11 @@ class LatencyWindow:
     def value(self) -> float:
         return self._value
 
+    @property
+    def measured(self) -> bool:
+        """False while `value` is still the initial guess."""
+        return len(self._samples) >= _MIN_SAMPLES
+
 
 class HedgeBudget:
     """Each fetch earns `share` of a hedge; a hedge spends one. A small burst is allowed."""
