@@ -20,6 +20,7 @@ from edgeproxy.origins import render_template
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
 from edgeproxy.render import saveable_formats
+from edgeproxy.signing import MIN_KEY_BYTES
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
 
@@ -124,6 +125,12 @@ class ResizeConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    keys: tuple[bytes, ...]  # the first signs; all are accepted (rotation)
+    sign: str  # what needs a signature: explicit (sizes off the allow-list), all, none
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     edge: EdgeConfig
@@ -132,6 +139,7 @@ class Config:
     local: LocalConfig | None
     shards: ShardsConfig | None
     resize: ResizeConfig
+    security: SecurityConfig
     s3: tuple[S3RegionConfig, ...] = ()
 
     def url_grammar(self) -> UrlGrammar:
@@ -343,6 +351,7 @@ def load_config(path: str) -> Config:
         shards=_shards(_Section(parser, path, "shards")) if "shards" in origins.chain else None,
         resize=resize,
         s3=_s3(parser, path) if "s3" in origins.chain else (),
+        security=_security(_Section(parser, path, "security")),
     )
 
 
@@ -357,6 +366,7 @@ KNOWN_KEYS = {
     "local": {"root", "path_template"},
     "shards": {"tokenmap", "previous", "path_template"},
     "s3": {"regions"},
+    "security": {"keys", "sign"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
         "render_workers", "render_queue", "tenant_share", "render_mode",
@@ -446,6 +456,22 @@ def _hedge(section: _Section) -> HedgePolicy | None:
 
 def _parse_hedge_after(raw: str) -> float | str:
     return raw if raw in ("auto", "off") else parse_duration(raw)
+
+
+def _security(section: _Section) -> SecurityConfig:
+    keys = section.get("keys", _parse_keys, ())
+    sign = section.get("sign", parse_choice(("explicit", "all", "none")), "explicit")
+    if sign == "all" and not keys:
+        raise section.fail("sign", "'all' needs [security] keys (there is no default key)")
+    return SecurityConfig(keys=keys, sign=sign)
+
+
+def _parse_keys(raw: str) -> tuple[bytes, ...]:
+    keys = tuple(word.encode() for word in raw.split())
+    for index, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"key {index} is shorter than {MIN_KEY_BYTES} characters")
+    return keys
 
 
 def _local(section: _Section) -> LocalConfig:
