@@ -52,6 +52,7 @@ class EdgeConfig:
     admin_listen: tuple[str, ...]
     hostnames: frozenset[bytes]
     extensions: frozenset[str]
+    drain_timeout: float
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ def load_config(path: str) -> Config:
 
 
 KNOWN_KEYS = {
-    "edge": {"listen", "admin_listen", "hostnames", "extensions"},
+    "edge": {"listen", "admin_listen", "hostnames", "extensions", "drain_timeout"},
     "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
     "origins": {
         "chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash",
@@ -404,6 +405,7 @@ def _edge(section: _Section) -> EdgeConfig:
         admin_listen=section.get("admin_listen", parse_endpoints, ("tcp:8081:interface=127.0.0.1",)),
         hostnames=section.get("hostnames", lambda raw: frozenset(h.lower().encode() for h in raw.split())),
         extensions=section.get("extensions", parse_extensions, frozenset({"jpg"})),
+        drain_timeout=section.get("drain_timeout", parse_duration, 10.0),
     )
 
 

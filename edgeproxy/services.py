@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
 
@@ -32,3 +33,18 @@ def thread_pool(name: str, size: int, top: MultiService) -> ThreadPool:
     pool = ThreadPool(minthreads=1, maxthreads=size, name=name)
     HookService(pool.start, pool.stop).setServiceParent(top)
     return pool
+
+
+class SequentialService(MultiService):
+    """
+    Stops its children one after another, last added first, each waiting for the one
+    before: the public listeners drain before the admin port closes and before the
+    thread pools and disk tier that in-flight requests still need are stopped.
+    """
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[None] = succeed(None)
+        for child in reversed(list(self)):
+            d.addCallback(lambda _, child=child: child.stopService())
+        return d

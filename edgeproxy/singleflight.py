@@ -34,6 +34,10 @@ class SingleFlight(Generic[T]):
     def __contains__(self, key: Hashable) -> bool:
         return key in self._flights
 
+    def __len__(self) -> int:
+        """Flights in the air: what a drain waits for."""
+        return len(self._flights)
+
     def _land(self, result: T | Failure, key: Hashable) -> None:
         """Answer every waiter with the same result; a failure is not kept for the next request."""
         for waiter in self._flights.pop(key):

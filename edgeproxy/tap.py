@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -19,6 +20,7 @@ from edgeproxy.admin import HealthResource, make_admin_root
 from edgeproxy.chain import build_chain
 from edgeproxy.config import Config, ConfigError, load_config
 from edgeproxy.disktier import DiskTier
+from edgeproxy.drain import DrainService
 from edgeproxy.httpserver import EdgeHandler, EdgeSite
 from edgeproxy.imageservice import ImageService
 from edgeproxy.memorytier import MemoryTier
@@ -33,7 +35,7 @@ from edgeproxy.render import (
     configure_libvips,
 )
 from edgeproxy.renderqueue import RenderQueue
-from edgeproxy.services import HookService, thread_pool
+from edgeproxy.services import HookService, SequentialService, thread_pool
 from edgeproxy.statuspage import StatusResource
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
@@ -53,17 +55,28 @@ def makeService(options: Options) -> IService:
 
 
 def build_service(config: Config) -> MultiService:
+    """
+    Started in order and stopped in reverse, one after another: the public listeners
+    drain first, then the admin port closes, then the parts in-flight requests needed.
+    """
     from twisted.internet import reactor
 
-    top = MultiService()
-    edge = build_edge(config, reactor, top)
-    for description in config.edge.listen:
-        StreamServerEndpointService(serverFromString(reactor, description), edge.site).setServiceParent(top)
+    top = SequentialService()
+    parts = MultiService()
+    parts.setServiceParent(top)
+    edge = build_edge(config, reactor, parts)
+    health = HealthResource()
     status = StatusResource(edge.images, edge.history, lambda: edge.backends)
-    admin = Site(make_admin_root(HealthResource(), edge.images, status))
-    for description in config.edge.admin_listen:
-        StreamServerEndpointService(serverFromString(reactor, description), admin).setServiceParent(top)
+    _listen(reactor, config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
+    drain = DrainService(health, lambda: len(edge.images.flights), reactor, config.edge.drain_timeout)
+    drain.setServiceParent(top)
+    _listen(reactor, config.edge.listen, edge.site, drain)
     return top
+
+
+def _listen(reactor: object, descriptions: tuple[str, ...], factory: Factory, parent: MultiService) -> None:
+    for description in descriptions:
+        StreamServerEndpointService(serverFromString(reactor, description), factory).setServiceParent(parent)
 
 
 @dataclass(frozen=True)
