@@ -21,6 +21,7 @@ from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
 from edgeproxy.render import saveable_formats
 from edgeproxy.signing import MIN_KEY_BYTES
+from edgeproxy.tls import CertificateError, CertificatePair, SNIServerContexts
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
 from edgeproxy.urls import Geometry, UrlGrammar, parse_geometry
 
@@ -126,6 +127,12 @@ class ResizeConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    listen: tuple[str, ...]
+    certificates: tuple[CertificatePair, ...]  # the first is the default for unknown names
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     keys: tuple[bytes, ...]  # the first signs; all are accepted (rotation)
     sign: str  # what needs a signature: explicit (sizes off the allow-list), all, none
@@ -141,6 +148,7 @@ class Config:
     shards: ShardsConfig | None
     resize: ResizeConfig
     security: SecurityConfig
+    tls: TLSConfig | None = None
     s3: tuple[S3RegionConfig, ...] = ()
 
     def url_grammar(self) -> UrlGrammar:
@@ -353,6 +361,7 @@ def load_config(path: str) -> Config:
         resize=resize,
         s3=_s3(parser, path) if "s3" in origins.chain else (),
         security=_security(_Section(parser, path, "security")),
+        tls=_tls(_Section(parser, path, "tls")) if parser.has_section("tls") else None,
     )
 
 
@@ -368,6 +377,7 @@ KNOWN_KEYS = {
     "shards": {"tokenmap", "previous", "path_template"},
     "s3": {"regions"},
     "security": {"keys", "sign"},
+    "tls": {"listen", "certificates"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
         "render_workers", "render_queue", "tenant_share", "render_mode",
@@ -458,6 +468,23 @@ def _hedge(section: _Section) -> HedgePolicy | None:
 
 def _parse_hedge_after(raw: str) -> float | str:
     return raw if raw in ("auto", "off") else parse_duration(raw)
+
+
+def _tls(section: _Section) -> TLSConfig:
+    pairs = section.get("certificates", lambda raw: tuple(_certificate_pair(section, item) for item in raw.split()))
+    try:
+        SNIServerContexts(pairs)
+    except CertificateError as error:
+        raise section.fail("certificates", str(error)) from None
+    return TLSConfig(listen=section.get("listen", parse_endpoints), certificates=pairs)
+
+
+def _certificate_pair(section: _Section, item: str) -> CertificatePair:
+    chain, sep, key = item.partition(":")
+    if not sep or not chain or not key:
+        raise ValueError(f"{item!r} is not CHAIN.pem:KEY.pem")
+    folder = os.path.dirname(section.path)
+    return CertificatePair(os.path.join(folder, chain), os.path.join(folder, key))
 
 
 def _security(section: _Section) -> SecurityConfig:

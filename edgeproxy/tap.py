@@ -37,6 +37,7 @@ from edgeproxy.render import (
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.services import HookService, SequentialService, thread_pool
 from edgeproxy.statuspage import StatusResource
+from edgeproxy.tls import SNIServerContexts, tls_factory
 
 DEFAULT_CONFIG = "conf/edgeproxy.ini"
 
@@ -71,6 +72,8 @@ def build_service(config: Config) -> MultiService:
     drain = DrainService(health, lambda: len(edge.images.flights), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
     _listen(reactor, config.edge.listen, edge.site, drain)
+    if config.tls is not None:
+        _listen(reactor, config.tls.listen, tls_factory(SNIServerContexts(config.tls.certificates), edge.site), drain)
     return top
 
 
