@@ -18,7 +18,7 @@ from edgeproxy.origins.awscredentials import (
 )
 from edgeproxy.origins.guard import GuardedBackend, GuardedOrigin
 from edgeproxy.origins.hedging import LatencyWindow
-from edgeproxy.origins.http import ClientService
+from edgeproxy.origins.http import ClientService, trust_bundle
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
 from edgeproxy.origins.s3 import S3RegionOrigin
 from edgeproxy.origins.shardpair import Members, ShardPairOrigin
@@ -59,7 +59,7 @@ def _origin(
         lambda: files.maps,
         Members(
             clients.client, reactor, origins.timeout, origins.max_body_bytes,
-            origins.health, origins.max_in_flight, origins.hedge, board,
+            origins.health, origins.max_in_flight, origins.hedge, board, shards.scheme,
         ),
         reactor,
         shards.path_template,
@@ -69,7 +69,9 @@ def _origin(
 
 
 def _client_service(config: Config, reactor: object, top: MultiService) -> ClientService:
-    clients = ClientService(reactor, config.origins.connect_timeout, config.origins.connections_per_host)
+    origins = config.origins
+    trust = trust_bundle(origins.ca_bundle) if origins.ca_bundle else None
+    clients = ClientService(reactor, origins.connect_timeout, origins.connections_per_host, trust)
     clients.setServiceParent(top)
     return clients
 

@@ -19,6 +19,7 @@ from edgeproxy.ini import IniError, read_ini
 from edgeproxy.origins import render_template
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
+from edgeproxy.origins.http import trust_bundle
 from edgeproxy.render import saveable_formats
 from edgeproxy.signing import MIN_KEY_BYTES
 from edgeproxy.tls import CertificateError, CertificatePair, SNIServerContexts
@@ -40,7 +41,7 @@ _REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SIGNING_REGION = re.compile(r"[a-z0-9-]{1,32}")
 _URL_SAFE = re.compile(r"[A-Za-z0-9/._~-]*")
-_ENDPOINT = re.compile(r"http://[A-Za-z0-9.-]+(?::([0-9]{1,5}))?/?")
+_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.-]+(?::([0-9]{1,5}))?/?")
 
 
 class ConfigError(Exception):
@@ -74,6 +75,7 @@ class OriginsConfig:
     max_body_bytes: int
     connections_per_host: int
     verify_hash: bool
+    ca_bundle: str | None
     deadline: float
     max_in_flight: int
     health: HealthPolicy
@@ -93,6 +95,7 @@ class ShardsConfig:
     previous: TokenMap | None
     previous_path: str | None
     path_template: str
+    scheme: str
 
 
 @dataclass(frozen=True)
@@ -281,13 +284,10 @@ def parse_pattern(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
 
 
 def parse_endpoint_url(raw: str) -> str:
-    """
-    Plain http only: the origin client speaks HTTP without TLS, and every body is
-    checked against its SHA-1 name, so a tampered image fails the hop anyway.
-    """
+    """A scheme and a host, with an optional port and nothing after it."""
     match = _ENDPOINT.fullmatch(raw)
     if not match or int(match[1] or 0) > 65535:
-        raise ValueError(f"{raw!r} is not an endpoint like http://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000")
+        raise ValueError(f"{raw!r} is not an endpoint like https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000")
     return raw.rstrip("/")
 
 
@@ -370,11 +370,11 @@ KNOWN_KEYS = {
     "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
     "origins": {
         "chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash",
-        "deadline", "max_in_flight", "down_after", "down_for", "max_down_for",
+        "ca_bundle", "deadline", "max_in_flight", "down_after", "down_for", "max_down_for",
         "hedge_after", "hedge_percentile", "hedge_share", "hedge_min",
     },
     "local": {"root", "path_template"},
-    "shards": {"tokenmap", "previous", "path_template"},
+    "shards": {"tokenmap", "previous", "path_template", "scheme"},
     "s3": {"regions"},
     "security": {"keys", "sign"},
     "tls": {"listen", "certificates"},
@@ -441,6 +441,7 @@ def _origins(section: _Section) -> OriginsConfig:
         max_body_bytes=section.get("max_body_bytes", parse_size, 32 << 20),
         connections_per_host=section.get("connections_per_host", parse_count, 32),
         verify_hash=section.get("verify_hash", parse_bool, True),
+        ca_bundle=_ca_bundle(section),
         deadline=section.get("deadline", parse_duration, 20.0),
         max_in_flight=section.get("max_in_flight", parse_count, 256),
         health=HealthPolicy(
@@ -450,6 +451,16 @@ def _origins(section: _Section) -> OriginsConfig:
         ),
         hedge=_hedge(section),
     )
+
+
+def _ca_bundle(section: _Section) -> str | None:
+    path = section.file("ca_bundle", None)
+    if path is not None:
+        try:
+            trust_bundle(path)
+        except (OSError, ValueError) as error:
+            raise section.fail("ca_bundle", str(error)) from None
+    return path
 
 
 def _hedge(section: _Section) -> HedgePolicy | None:
@@ -520,6 +531,7 @@ def _shards(section: _Section) -> ShardsConfig:
         previous=_tokenmap(section, "previous", previous_path) if previous_path else None,
         previous_path=previous_path,
         path_template=template,
+        scheme=section.get("scheme", parse_choice(("http", "https")), "http"),
     )
 
 

@@ -16,8 +16,8 @@ def backends():
     """Make loopback backends; every one still listening is stopped after the test."""
     made: list[Backend] = []
 
-    def make(files: dict[str, bytes] | None = None) -> Backend:
-        backend = Backend(files)
+    def make(files: dict[str, bytes] | None = None, tls=None) -> Backend:
+        backend = Backend(files, tls)
         made.append(backend)
         return backend
 

@@ -5,8 +5,11 @@ modes the proxy must survive, and that count what they were asked.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.ssl import PrivateCertificate
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -74,11 +77,16 @@ class BackendResource(Resource):
 class Backend:
     """One image server; `stop()` kills it: the port closes and open connections drop."""
 
-    def __init__(self, files: dict[str, bytes] | None = None):
+    def __init__(self, files: dict[str, bytes] | None = None, tls: tuple[Path, Path] | None = None):
+        """`tls`: (chain.pem, key.pem) to serve https."""
         self.resource = BackendResource(files if files is not None else {})
         # WrappingFactory keeps the open connections, so stop() can drop them as a dead host would.
         self.factory = WrappingFactory(Site(self.resource))
-        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        if tls is None:
+            self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        else:
+            certificate = PrivateCertificate.loadPEM(tls[0].read_bytes() + tls[1].read_bytes())
+            self.port = reactor.listenSSL(0, self.factory, certificate.options(), interface="127.0.0.1")
 
         self.address = f"127.0.0.1:{self.port.getHost().port}"
         self.running = True

@@ -15,9 +15,10 @@ def one_pair(*members):
 
 
 def pair_origin(clients, members, timeout=5.0, max_body=1 << 20, template="/{hash}.{ext}", hedge=None, **more):
-    """`more`: previous (a TokenMap), health, max_in_flight."""
-    maps = ShardMaps(one_pair(*members), more.get("previous"))
+    """`more`: previous (a TokenMap), health, max_in_flight, scheme, addresses (instead of the members')."""
+    maps = ShardMaps(more.get("addresses") or one_pair(*members), more.get("previous"))
     farm = Members(
-        clients.client, reactor, timeout, max_body, more.get("health", HEALTH), more.get("max_in_flight", 64), hedge
+        clients.client, reactor, timeout, max_body, more.get("health", HEALTH), more.get("max_in_flight", 64), hedge,
+        scheme=more.get("scheme", "http"),
     )
     return ShardPairOrigin(lambda: maps, farm, reactor, template, hedge)

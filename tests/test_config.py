@@ -182,7 +182,7 @@ def test_anonymous_needs_no_signing_region(tmp_path):
         ({("s3", "regions"): "east west east"}, "[s3] regions: a region is listed twice"),
         ({("s3", "regions"): "east west Bad!"}, "[s3] regions: 'Bad!' is not a region name"),
         ({("s3:east", "endpoint"): None}, "[s3:east] endpoint: missing (required)"),
-        ({("s3:east", "endpoint"): "https://s3.amazonaws.com"}, "[s3:east] endpoint: 'https://s3.amazonaws.com' is not an endpoint like http://"),
+        ({("s3:east", "endpoint"): "ftp://s3.amazonaws.com"}, "[s3:east] endpoint: 'ftp://s3.amazonaws.com' is not an endpoint like https://"),
         ({("s3:east", "endpoint"): "http://127.0.0.1:99999"}, "[s3:east] endpoint: 'http://127.0.0.1:99999' is not an endpoint"),
         ({("s3:east", "endpoint"): "http://s3.amazonaws.com/images"}, "[s3:east] endpoint: 'http://s3.amazonaws.com/images' is not"),
         ({("s3:east", "bucket"): "Images"}, "[s3:east] bucket: 'Images' is not a bucket name"),

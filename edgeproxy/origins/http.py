@@ -6,19 +6,21 @@ the bytes stream in (cancelling a collect would not stop them).
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from http.cookiejar import DefaultCookiePolicy
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.application.service import Service
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust, trustRootFromCertificates
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,6 +28,9 @@ from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone, Res
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 from edgeproxy.deadline import cancel_stays_cancel, with_deadline
 from edgeproxy.errors import FailureKind, OriginFailure
@@ -43,10 +48,12 @@ class ClientService(Service):
     from an origin's response into another request.
     """
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float, per_host: int):
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, per_host: int, trust: IOpenSSLTrustRoot | None = None):
+        """`trust`: the CAs an https backend's chain must lead to (None: the platform's)."""
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = per_host
-        agent = Agent.usingEndpointFactory(reactor, _BackendEndpoints(reactor, connect_timeout), pool=self.pool)
+        endpoints = _BackendEndpoints(reactor, connect_timeout, trust or platformTrust())
+        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self.pool)
         jar = IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         self.client = HTTPClient(agent, cookiejar=jar)
 
@@ -55,34 +62,51 @@ class ClientService(Service):
         return self.pool.closeCachedConnections()
 
 
+def trust_bundle(path: str) -> IOpenSSLTrustRoot:
+    """The CA certificates of a PEM bundle, as the only roots https backends may chain to."""
+    with open(path, "rb") as handle:
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", handle.read(), re.DOTALL)
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM certificate")
+    return trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
+
+
 @implementer(IAgentEndpointFactory)
 class _BackendEndpoints:
     """
     A dead backend must be known at once. Twisted's HostnameEndpoint reports a refused
     connection only at its next attempt tick (0.3 s), and resolves even an IP literal in
-    a thread: so IP literals connect directly, and names tick every 20 ms.
+    a thread: so IP literals connect directly, and names tick every 20 ms. An https
+    backend's certificate is verified (service_identity) for the name in the URL.
     """
 
-    def __init__(self, reactor: IReactorTime, connect_timeout: float):
+    def __init__(self, reactor: IReactorTime, connect_timeout: float, trust: IOpenSSLTrustRoot):
         self._reactor = reactor
         self._timeout = connect_timeout
+        self._trust = trust
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        host = uri.host.decode("ascii")
+        endpoint = self._tcp(uri.host.decode("ascii"), uri.port)
+        if uri.scheme != b"https":
+            return endpoint
+        return wrapClientTLS(optionsForClientTLS(uri.host.decode("ascii"), trustRoot=self._trust), endpoint)
+
+    def _tcp(self, host: str, port: int) -> IStreamClientEndpoint:
         if isIPAddress(host):
-            return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+            return TCP4ClientEndpoint(self._reactor, host, port, timeout=self._timeout)
         if isIPv6Address(host):
-            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
-        return HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout, attemptDelay=0.02)
+            return TCP6ClientEndpoint(self._reactor, host, port, timeout=self._timeout)
+        return HostnameEndpoint(self._reactor, host.encode("ascii"), port, timeout=self._timeout, attemptDelay=0.02)
 
 
 class HTTPBackend:
     """A server that answers GET {path} with the bytes of an image."""
 
     def __init__(
-        self, client: HTTPClient, address: str, clock: IReactorTime, timeout: float, max_body: int
+        self, client: HTTPClient, address: str, clock: IReactorTime, timeout: float, max_body: int, scheme: str = "http"
     ):
         self.address = address
+        self._origin = f"{scheme}://{address}"
         self._client = client
         self._clock = clock
         self._timeout = timeout
@@ -94,7 +118,7 @@ class HTTPBackend:
         `on_headers` is told when the status line arrives (hedging waits for that); a
         cancel by the caller stays a CancelledError, which is no failure of the backend.
         """
-        d = ensureDeferred(self._get(f"http://{self.address}{path}", on_headers))
+        d = ensureDeferred(self._get(self._origin + path, on_headers))
         timed_out = partial(OriginFailure, FailureKind.TIMEOUT, self.address, f"no complete answer in {self._timeout:g}s")
         return cancel_stays_cancel(with_deadline(d, self._clock, self._timeout, timed_out)).addErrback(self._as_origin_failure)
 

@@ -55,8 +55,8 @@ class S3RegionOrigin:
         self._prefix = f"/{region.bucket}/"
         self._key_template = region.key_template
         signing = SigningS3Client(client, credentials, region.region, self.name)
-        address = region.endpoint.removeprefix("http://")
-        self._backend = HTTPBackend(signing, address, clock, timeout, max_body)  # type: ignore[arg-type]
+        scheme, _, address = region.endpoint.partition("://")
+        self._backend = HTTPBackend(signing, address, clock, timeout, max_body, scheme)  # type: ignore[arg-type]
 
     def fetch(self, image_hash: str, ext: str) -> Deferred[bytes]:
         key = render_template(self._key_template, image_hash, ext)

@@ -56,11 +56,12 @@ class Members:
         max_in_flight: int,
         hedge: HedgePolicy | None,
         board: list[GuardedBackend] | None = None,
+        scheme: str = "http",
     ):
         """`board` collects every member's guard as it is made, for the status page."""
         self._members: dict[str, Member] = {}
         self._board = board if board is not None else []
-        self._http = lambda address: HTTPBackend(client, address, clock, timeout, max_body)
+        self._http = lambda address: HTTPBackend(client, address, clock, timeout, max_body, scheme)
         latency = (hedge.percentile, hedge.initial) if hedge else (0.95, 0.1)
         self._guard = lambda address: GuardedBackend(address, clock, health, max_in_flight, LatencyWindow(*latency))
 
