@@ -47,9 +47,10 @@ def _origin(
     if kind == "local":
         assert config.local is not None
         local = config.local
-        return LocalDirectoryOrigin(
+        directory = LocalDirectoryOrigin(
             local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash
         )
+        return _guarded(directory, config, reactor, board)
     assert config.shards is not None
     shards = config.shards
     clients = _client_service(config, reactor, top)
@@ -85,14 +86,20 @@ def _s3_origins(config: Config, reactor: object, top: MultiService, board: list[
     origins = config.origins
     regions: list[IOrigin] = []
     for region in config.s3:
-        guard = GuardedBackend(f"s3:{region.name}", reactor, origins.health, origins.max_in_flight, LatencyWindow(0.95, 0.1))
-        board.append(guard)
         origin = S3RegionOrigin(
             region, _credentials(region, chain), clients.client, reactor,
             origins.timeout, origins.max_body_bytes, origins.verify_hash,
         )
-        regions.append(GuardedOrigin(origin, guard))
+        regions.append(_guarded(origin, config, reactor, board))
     return regions
+
+
+def _guarded(origin: IOrigin, config: Config, reactor: object, board: list[GuardedBackend]) -> IOrigin:
+    """An origin that is one backend (a directory, an S3 region): health, cap and metrics as for a shard server."""
+    origins = config.origins
+    guard = GuardedBackend(origin.name, reactor, origins.health, origins.max_in_flight, LatencyWindow(0.95, 0.1))
+    board.append(guard)
+    return GuardedOrigin(origin, guard)
 
 
 def _credentials(region: S3RegionConfig, chain: ICredentialSource | None) -> ICredentialSource:

@@ -77,7 +77,7 @@ class StatusResource(Resource):
     def _backends_table(self) -> str:
         backends = self._backends()
         if not backends:
-            return "<h2>Backends</h2><p>No remote backends (local origin only).</p>"
+            return "<h2>Backends</h2><p>None.</p>"
         body = "".join(_backend_row(b) for b in sorted(backends, key=lambda b: b.name))
         head = "<tr><th>backend</th><th>state</th><th>in flight</th><th>p95 to headers</th></tr>"
         return f"<h2>Backends</h2><table>{head}{body}</table>"
