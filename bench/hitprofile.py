@@ -1,0 +1,86 @@
+"""
+The hit path's own cost, without sockets or a load generator: N keep-alive GETs for
+one cached image pushed through one connection of the real EdgeSite (built from the
+bundled config) on an in-memory transport. Prints microseconds per hit, and with
+--profile the functions that take the time (cProfile, sorted by own time).
+
+    python bench/hitprofile.py [--requests 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.application.service import MultiService
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from edgeproxy.config import load_config  # noqa: E402
+from edgeproxy.tap import build_edge  # noqa: E402
+
+SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
+REQUEST = f"GET /{SAMPLE}.jpg HTTP/1.1\r\nHost: img0.example.com\r\nUser-Agent: bench\r\nAccept: image/*\r\n\r\n".encode()
+
+
+def connection(site):
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    protocol = site.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def run(site, count: int) -> float:
+    protocol, transport = connection(site)
+    started = time.perf_counter()
+    for _ in range(count):
+        protocol.dataReceived(REQUEST)
+        transport.clear()
+    elapsed = time.perf_counter() - started
+    protocol.connectionLost(None)
+    return elapsed / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        text = (REPO / "conf" / "edgeproxy.ini").read_text().replace("disk_path = ../cache", f"disk_path = {tmp}")
+        (Path(tmp) / "edgeproxy.ini").write_text(text.replace("root = ../samples", f"root = {REPO / 'samples'}"))
+        config = load_config(str(Path(tmp) / "edgeproxy.ini"))
+        services = MultiService()
+        site = build_edge(config, reactor, services).site
+        services.startService()
+        protocol, transport = connection(site)
+        protocol.dataReceived(REQUEST)  # the miss: a local-directory read in the disk pool
+        reactor.callLater(0.5, reactor.stop)
+        reactor.run()  # let the fill land
+        assert b"X-Cache: HIT-MEMORY" in _one(site), "the image did not get cached"
+        warm = run(site, 2000)
+        per_hit = run(site, args.requests)
+        print(f"hit path: {per_hit:.1f} us per request over {args.requests} keep-alive GETs (warm-up {warm:.1f} us)")
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(run, site, args.requests)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+        services.stopService()
+
+
+def _one(site) -> bytes:
+    protocol, transport = connection(site)
+    protocol.dataReceived(REQUEST)
+    return transport.value()
+
+
+if __name__ == "__main__":
+    main()
