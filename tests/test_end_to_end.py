@@ -76,7 +76,7 @@ def test_socket_activation_through_a_systemd_endpoint(tmp_path):
         port = probe.getsockname()[1]
     config = write_config(tmp_path, {("edge", "listen"): "systemd:domain=INET:name=edgeproxy-http"})
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = ["systemd-socket-activate", "--fdname=edgeproxy-http", "-l", f"127.0.0.1:{port}", TWISTD, "-n", "--pidfile=", "-l", str(tmp_path / "log"), "edgeproxy", "--config", config]
+    command = ["systemd-socket-activate", "-E", "PYTHONPATH", "--fdname=edgeproxy-http", "-l", f"127.0.0.1:{port}", TWISTD, "-n", "--pidfile=", "-l", str(tmp_path / "log"), "edgeproxy", "--config", config]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         body = _get_when_listening(f"http://127.0.0.1:{port}/{SAMPLE}.jpg")
