@@ -8,6 +8,7 @@ log), and written off the reactor thread in batches.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -50,8 +51,8 @@ class Sampler:
 
 class AccessLog(Service):
     """
-    `log(status, fields)` emits one event when the sampler keeps it; `fields()` is only
-    called then. Lines are flushed every `interval` seconds by one writer thread.
+    The caller asks `sampler.keep(status)` first and builds the fields for `emit` only
+    then. Lines are flushed every `interval` seconds by one writer thread.
     """
 
     def __init__(self, sampler: Sampler, out: IO[str], reactor: IReactorFromThreads, clock: IReactorTime, interval: float = 1.0):
@@ -66,9 +67,8 @@ class AccessLog(Service):
         publisher = LogPublisher(self._observe)
         self._logger = Logger(namespace="edgeproxy.access", observer=publisher)
 
-    def log(self, status: int, fields: Callable[[], dict]) -> None:
-        if self.sampler.keep(status):
-            self._logger.info("{access}", access=fields())
+    def emit(self, fields: dict) -> None:
+        self._logger.info("{access}", access=fields)
 
     def _observe(self, event: dict) -> None:
         self._pending.append(json.dumps(event[FIELDS], separators=(",", ":")) + "\n")
@@ -98,7 +98,10 @@ class AccessLog(Service):
 
 
 def open_access_log(target: str) -> IO[str]:
-    """`-` is stdout (for journald); anything else a file appended to."""
+    """
+    `-` is the process's real standard output (for journald), not twistd's sys.stdout,
+    which turns every write into a log event; anything else a file appended to.
+    """
     if target == "-":
-        return sys.stdout
+        return os.fdopen(os.dup(sys.__stdout__.fileno()), "a", encoding="utf-8", buffering=1 << 16)
     return open(target, "a", encoding="utf-8", buffering=1 << 16)

@@ -1,6 +1,7 @@
 """
 A cached response body with what never changes about it (media type, ETag,
-Content-Length) computed once, when it is stored, never on a hit.
+Content-Length, and those header lines already formatted) computed once, when it
+is stored, never on a hit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ class CachedObject:
     media_type: bytes
     etag: bytes
     content_length: bytes
+    validators: bytes  # the header lines a 304 repeats: ETag and Cache-Control
+    entity: bytes  # the header lines of a 200: the validators, Content-Type and Content-Length
 
     @property
     def size(self) -> int:
@@ -32,4 +35,7 @@ def make_cached_object(body: bytes) -> CachedObject:
     if media_type is None:
         raise ValueError("not an image")
     etag = b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
-    return CachedObject(body, media_type, etag, str(len(body)).encode())
+    length = b"%d" % len(body)
+    validators = b"ETag: " + etag + b"\r\nCache-Control: " + IMMUTABLE + b"\r\n"
+    entity = validators + b"Content-Type: " + media_type + b"\r\nContent-Length: " + length + b"\r\n"
+    return CachedObject(body, media_type, etag, length, validators, entity)

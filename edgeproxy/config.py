@@ -15,6 +15,7 @@ from typing import Callable, TypeVar
 from twisted.internet.endpoints import serverFromString
 
 from edgeproxy.eviction import POLICIES
+from edgeproxy.http1 import ConnectionLimits
 from edgeproxy.ini import IniError, read_ini
 from edgeproxy.origins import render_template
 from edgeproxy.origins.health import HealthPolicy
@@ -55,6 +56,14 @@ class EdgeConfig:
     hostnames: frozenset[bytes]
     extensions: frozenset[str]
     drain_timeout: float
+    limits: ConnectionLimits
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    access_log: str | None  # a path, "-" for standard output, None when off
+    success_rate: float
+    errors_per_minute: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,7 @@ class Config:
     shards: ShardsConfig | None
     resize: ResizeConfig
     security: SecurityConfig
+    log: LogConfig
     tls: TLSConfig | None = None
     s3: tuple[S3RegionConfig, ...] = ()
 
@@ -361,12 +371,17 @@ def load_config(path: str) -> Config:
         resize=resize,
         s3=_s3(parser, path) if "s3" in origins.chain else (),
         security=_security(_Section(parser, path, "security")),
+        log=_log(_Section(parser, path, "log")),
         tls=_tls(_Section(parser, path, "tls")) if parser.has_section("tls") else None,
     )
 
 
 KNOWN_KEYS = {
-    "edge": {"listen", "admin_listen", "hostnames", "extensions", "drain_timeout"},
+    "edge": {
+        "listen", "admin_listen", "hostnames", "extensions", "drain_timeout",
+        "header_timeout", "idle_timeout", "send_timeout", "max_connections",
+    },
+    "log": {"access_log", "success_rate", "errors_per_minute"},
     "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
     "origins": {
         "chain", "timeout", "connect_timeout", "max_body_bytes", "connections_per_host", "verify_hash",
@@ -416,7 +431,28 @@ def _edge(section: _Section) -> EdgeConfig:
         hostnames=section.get("hostnames", lambda raw: frozenset(h.lower().encode() for h in raw.split())),
         extensions=section.get("extensions", parse_extensions, frozenset({"jpg"})),
         drain_timeout=section.get("drain_timeout", parse_duration, 10.0),
+        limits=ConnectionLimits(
+            header_timeout=section.get("header_timeout", parse_duration, 10.0),
+            idle_timeout=section.get("idle_timeout", parse_duration, 60.0),
+            send_timeout=section.get("send_timeout", parse_duration, 30.0),
+            max_connections=section.get("max_connections", parse_count, 10_000),
+        ),
     )
+
+
+def _log(section: _Section) -> LogConfig:
+    target = section.get("access_log", str, "off")
+    if target != "-" and target != "off":
+        target = section.file("access_log")
+    return LogConfig(
+        access_log=None if target == "off" else target,
+        success_rate=section.get("success_rate", _parse_rate, 0.01),
+        errors_per_minute=section.get("errors_per_minute", parse_count, 600),
+    )
+
+
+def _parse_rate(raw: str) -> float:
+    return 0.0 if raw.strip() in ("0", "0.0") else parse_share(raw)
 
 
 def _cache(section: _Section) -> CacheConfig:

@@ -36,6 +36,8 @@ class Fetched:
     obj: CachedObject
     x_cache: bytes
     timing: bytes
+    origin_ms: float | None = None
+    render_ms: float | None = None
 
 
 class CacheCounts:
@@ -125,10 +127,11 @@ class ImageService:
         while every origin is down.
         """
         original = self.memory.get(request.original().key)
-        x_cache = b"RENDERED"
+        x_cache, origin_ms = b"RENDERED", None
         if original is None:
             fetched = await self.fetch(request.original(), tenant)
-            original, x_cache = fetched.obj, b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
+            original, origin_ms = fetched.obj, fetched.origin_ms
+            x_cache = b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
         rendering = self._clock.seconds()
         try:
             body = await self.queue.run(tenant, lambda: self._timed_render(original.body, request))
@@ -137,8 +140,9 @@ class ImageService:
             raise
         obj = make_cached_object(body)
         self._store(request.key, obj, purges)
-        timing = b"cache;desc=miss, render;dur=%.1f" % self._ms_since(rendering)
-        return Fetched(obj, x_cache, timing)
+        render_ms = self._ms_since(rendering)
+        timing = b"cache;desc=miss, render;dur=%.1f" % render_ms
+        return Fetched(obj, x_cache, timing, origin_ms, render_ms)
 
     def _timed_render(self, original: bytes, request: ImageRequest) -> "Deferred[bytes]":
         """The render alone, without its wait for a worker: edgeproxy_render_seconds."""
@@ -168,7 +172,8 @@ class ImageService:
         except ValueError:
             raise EdgeError(502, "origin sent something that is not an image") from None
         self._store(request.key, obj, purges)
-        return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % self._ms_since(started))
+        origin_ms = self._ms_since(started)
+        return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % origin_ms, origin_ms)
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:
         """Forget the original and every variant of an image, in every tier."""

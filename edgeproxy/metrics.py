@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 if TYPE_CHECKING:
+    from edgeproxy.http1 import EdgeSite
     from edgeproxy.imageservice import ImageService
 
 disable_created_metrics()
@@ -82,11 +83,17 @@ class EdgeCollector:
     def __init__(self) -> None:
         self.images: ImageService | None = None
         self.history: TrafficHistory | None = None
+        self.site: EdgeSite | None = None
 
     def collect(self) -> Iterator[Metric]:
-        images, history = self.images, self.history
-        if images is None or history is None:
+        images, history, site = self.images, self.history, self.site
+        if images is None or history is None or site is None:
             return
+        yield from site.handler.stats.collect()
+        yield GaugeMetricFamily("edgeproxy_open_connections", "Client connections open now.", value=site.connections)
+        yield CounterMetricFamily(
+            "edgeproxy_refused_connections", "Connections closed at once because max_connections were open.", value=site.refused
+        )
         counts = images.counts
         lookups = CounterMetricFamily("edgeproxy_cache_requests", "Cache lookups by tier and outcome.", labels=["result", "tier"])
         lookups.add_metric(["hit", "memory"], counts.memory_hits)
@@ -116,7 +123,8 @@ COLLECTOR = EdgeCollector()
 REGISTRY.register(COLLECTOR)
 
 
-def track(images: ImageService, history: TrafficHistory) -> None:
+def track(images: ImageService, history: TrafficHistory, site: EdgeSite) -> None:
     """The service whose state /metrics shows (one per process)."""
     COLLECTOR.images = images
     COLLECTOR.history = history
+    COLLECTOR.site = site

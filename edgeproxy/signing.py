@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from edgeproxy.errors import EdgeError
+from edgeproxy.urls import ImageRequest
 
 SIGNATURE, EXPIRES = "sig", "exp"
 MIN_KEY_BYTES = 32
@@ -59,3 +60,22 @@ def _mac(key: bytes, path: str, expires: int | None) -> str:
     message = f"{path}\n{'' if expires is None else expires}".encode()
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+class SignaturePolicy:
+    """
+    Which requests must carry a valid signature: `explicit` sizes off the allow-list
+    (the default), `all` requests, or `none` (such sizes are then simply not allowed).
+    """
+
+    def __init__(self, sign: str, keys: Sequence[bytes]):
+        self._sign = sign
+        self._signer = Signer(keys) if keys else None
+
+    def check(self, image: ImageRequest, path: bytes, query: bytes, now: float) -> None:
+        """Raise a 403 unless this request may be served as it is."""
+        if self._sign == "all" or (image.unlisted and self._sign == "explicit" and self._signer is not None):
+            assert self._signer is not None  # config refuses sign = all without keys
+            self._signer.check(path, query, now)
+        elif image.unlisted:
+            raise EdgeError(403, "size not allowed")

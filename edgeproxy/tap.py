@@ -21,7 +21,9 @@ from edgeproxy.chain import build_chain
 from edgeproxy.config import Config, ConfigError, load_config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.drain import DrainService
-from edgeproxy.httpserver import EdgeHandler, EdgeSite
+from edgeproxy.accesslog import AccessLog, Sampler, open_access_log
+from edgeproxy.http1 import EdgeSite
+from edgeproxy.httpserver import EdgeHandler
 from edgeproxy.imageservice import ImageService
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.metrics import TrafficHistory
@@ -36,6 +38,7 @@ from edgeproxy.render import (
 )
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.services import HookService, SequentialService, thread_pool
+from edgeproxy.signing import SignaturePolicy
 from edgeproxy.statuspage import StatusResource
 from edgeproxy.tls import SNIServerContexts, tls_factory
 
@@ -106,9 +109,21 @@ def build_edge(config: Config, reactor: object, top: MultiService) -> Edge:
     images = ImageService(memory, disk, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl)
     history = TrafficHistory(images, reactor)
     HookService(start=lambda: history.loop.start(history.step), stop=history.loop.stop).setServiceParent(top)
-    metrics.track(images, history)
-    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images)
-    return Edge(EdgeSite(handler), images, history, backends)
+    signatures = SignaturePolicy(config.security.sign, config.security.keys)
+    handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images, signatures, _access_log(config, reactor, top), reactor)
+    site = EdgeSite(handler, reactor, config.edge.limits)
+    metrics.track(images, history, site)
+    return Edge(site, images, history, backends)
+
+
+def _access_log(config: Config, reactor: object, top: MultiService) -> AccessLog | None:
+    settings = config.log
+    if settings.access_log is None:
+        return None
+    sampler = Sampler(reactor, settings.success_rate, settings.errors_per_minute)
+    access_log = AccessLog(sampler, open_access_log(settings.access_log), reactor, reactor)
+    access_log.setServiceParent(top)
+    return access_log
 
 
 def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web.http import HTTPFactory
+from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 # Mozilla's "intermediate" list: ECDHE only (forward secrecy), AES-GCM and ChaCha20.
@@ -77,8 +77,8 @@ class _ConnectionCreator:
         return SSL.Connection(self._contexts.default, None)
 
 
-def tls_factory(contexts: SNIServerContexts, site: HTTPFactory) -> TLSMemoryBIOFactory:
-    """Wrap the HTTP factory: Twisted's channel switches to HTTP/2 when ALPN chose h2."""
+def tls_factory(contexts: SNIServerContexts, site: Factory) -> TLSMemoryBIOFactory:
+    """Wrap the HTTP factory, which picks HTTP/2 or HTTP/1.1 by what ALPN chose."""
     return TLSMemoryBIOFactory(_ConnectionCreator(contexts), False, site)
 
 

@@ -42,6 +42,7 @@ class ImageRequest:
     fmt: str | None
     key: bytes
     negotiated: bool = False
+    unlisted: bool = False  # an explicit size off the allow-list: served only when signed
 
     @property
     def is_original(self) -> bool:
@@ -50,7 +51,7 @@ class ImageRequest:
     def in_format(self, fmt: str) -> ImageRequest:
         """This variant in a format chosen from Accept: one of at most three cache keys."""
         key = f"{self.image_hash}/{self.geometry}.{fmt}".encode()
-        return ImageRequest(self.image_hash, self.ext, self.geometry, fmt, key, negotiated=True)
+        return ImageRequest(self.image_hash, self.ext, self.geometry, fmt, key, negotiated=True, unlisted=self.unlisted)
 
     def original(self) -> ImageRequest:
         """What a variant is rendered from: the stored original, cached as an object of its own."""
@@ -130,7 +131,8 @@ class UrlGrammar:
             raise EdgeError(404, "not found")
         geometry = self._geometry(name)
         key = f"{image_hash}/{geometry}.{fmt}".encode()
-        return ImageRequest(image_hash, self.source_ext, geometry, fmt, key)
+        unlisted = name not in self.presets and geometry not in self.allowed_sizes
+        return ImageRequest(image_hash, self.source_ext, geometry, fmt, key, unlisted=unlisted)
 
     def _geometry(self, name: str) -> Geometry:
         if _PRESET.fullmatch(name):
@@ -139,9 +141,6 @@ class UrlGrammar:
                 raise EdgeError(404, "not found")
             return preset
         try:
-            geometry = parse_geometry(name, self.max_dimension)
+            return parse_geometry(name, self.max_dimension)
         except ValueError as exc:
             raise EdgeError(400, f"bad size: {exc}") from None
-        if geometry not in self.allowed_sizes:
-            raise EdgeError(403, "size not allowed")
-        return geometry
