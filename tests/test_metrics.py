@@ -54,3 +54,22 @@ def test_renders_and_the_queue_are_exported_and_no_created_series(proxy):
     assert value(samples, "edgeproxy_render_queue") == 0
     assert value(samples, "edgeproxy_disk_tier_ready") == 1
     assert not [name for name, _ in samples if name.endswith("_created")]
+
+
+def test_responses_are_counted_by_status_and_their_bytes_by_cache_result(proxy):
+    size = (SAMPLES / f"{SAMPLE}.jpg").stat().st_size
+    assert proxy.get(f"/{SAMPLE}.jpg")[1]["X-Cache"] == "MISS"
+    for _ in range(4):
+        assert proxy.get(f"/{SAMPLE}.jpg")[1]["X-Cache"] == "HIT-MEMORY"
+    assert proxy.get(f"/{SAMPLE}.jpg", method="HEAD")[0] == 200
+    assert proxy.get(f"/{'0' * 40}.jpg")[0] == 404
+    assert proxy.get("/nope")[0] == 404
+    samples = scrape(proxy)
+    assert value(samples, "edgeproxy_requests_total", code="200") == 6
+    assert value(samples, "edgeproxy_requests_total", code="404") == 2
+    assert value(samples, "edgeproxy_response_bytes_total", cache="miss") == size
+    assert value(samples, "edgeproxy_response_bytes_total", cache="hit-memory") == 4 * size  # HEAD sends no body
+    assert value(samples, "edgeproxy_response_bytes_total", cache="none") == len(b"image not found\n") + len(b"not found\n")
+    assert value(samples, "edgeproxy_response_seconds_count", cache="hit-memory") == 5
+    assert value(samples, "edgeproxy_response_seconds_bucket", cache="hit-memory", le="+Inf") == 5
+    assert value(samples, "edgeproxy_response_seconds_count", cache="none") == 2

@@ -1,0 +1,179 @@
+"""
+Slow and many clients: slowloris heads are cut at the header deadline while others
+are served, idle keep-alives end, a client that stops reading holds one chunk and is
+cut off, pipelined requests are answered in order, and the connection cap holds.
+"""
+
+import hashlib
+import os
+import selectors
+import socket
+import time
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor, threads
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+
+from edgeproxy.http1 import CHUNK
+from tests.edge import Edge, pair_map
+from tests.images import name_of, photo
+from tests.rawhttp import read_answers, send, wait_closed
+
+IMAGE = photo(seed=11)
+H = name_of(IMAGE)
+SLOW = photo(seed=12)
+SLOW_NAME = name_of(SLOW)
+BIG = b"\x89PNG\r\n\x1a\n" + os.urandom(24 << 20)  # sniffs as PNG: served as an original, never rendered
+BIG_NAME = hashlib.sha1(BIG).hexdigest()
+HOST = "Host: img0.example.com\r\n"
+LIMITS = {
+    ("edge", "header_timeout"): "1s",
+    ("edge", "idle_timeout"): "1s",
+    ("edge", "send_timeout"): "1s",
+    ("edge", "max_connections"): "300",
+    ("cache", "max_object_bytes"): "32MiB",
+}
+
+
+@pytest.fixture
+def origin(backends):
+    return backends({f"/{H}.jpg": IMAGE, f"/{SLOW_NAME}.jpg": SLOW, f"/{BIG_NAME}.png": BIG})
+
+
+@pytest.fixture
+def edge(tmp_path, origin):
+    made = Edge(tmp_path, LIMITS, tokenmap=pair_map(origin))
+    yield made
+    pytest_twisted.blockon(ensureDeferred(made.stop()))
+
+
+def trickle(port: int, count: int, seconds: float) -> list[float | None]:
+    """`count` connections each send a head one byte at a time; returns when each was closed (None: never)."""
+    head = f"GET /{H}.jpg HTTP/1.1\r\n{HOST}X-Padding: {'a' * 200}\r\n\r\n".encode()
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    started, closed = time.monotonic(), [None] * count
+    selector = selectors.DefaultSelector()
+    for index, conn in enumerate(conns):
+        selector.register(conn, selectors.EVENT_READ, index)
+    sent = 0
+    while time.monotonic() - started < seconds and None in closed:
+        for index, conn in enumerate(conns):
+            if closed[index] is None:
+                try:
+                    conn.send(head[sent : sent + 1])
+                except OSError:
+                    pass
+        sent += 1
+        for key, _ in selector.select(timeout=0.1):
+            try:
+                data = key.fileobj.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data and closed[key.data] is None:
+                closed[key.data] = time.monotonic() - started
+                selector.unregister(key.fileobj)
+    for conn in conns:
+        conn.close()
+    return closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_slowloris_heads_are_closed_at_the_deadline_while_a_normal_client_is_served(edge):
+    warm = await edge.get(f"/{H}.jpg")
+    await warm.content()
+    attack = threads.deferToThread(trickle, edge.port.getHost().port, 200, 8.0)
+    await deferLater(reactor, 0.3, lambda: None)
+    served = []
+    while not attack.called:
+        response = await treq.get(f"{edge.base}/{H}.jpg", headers={"Host": "img0.example.com"}, persistent=False)
+        served.append((response.code, len(await response.content())))
+        await deferLater(reactor, 0.05, lambda: None)
+    closed = await attack
+    assert None not in closed  # every trickling connection was closed, none got a response
+    assert 1.0 <= min(closed) and max(closed) < 4.0
+    assert len(served) > 5 and set(served) == {(200, len(IMAGE))}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_keep_alive_connection_is_closed(edge):
+    def idle() -> tuple[int, float | None]:
+        with socket.create_connection(("127.0.0.1", edge.port.getHost().port)) as conn:
+            conn.sendall(f"GET /{H}.jpg HTTP/1.1\r\n{HOST}\r\n".encode())
+            status = read_answers(conn, 1, settle=0.01).status
+            return status, wait_closed(conn, 5.0)
+
+    status, closed_after = await threads.deferToThread(idle)
+    assert status == 200
+    assert closed_after is not None and 0.5 < closed_after < 3.0
+
+
+def open_without_reading(port: int) -> socket.socket:
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(f"GET /{BIG_NAME}.png HTTP/1.1\r\n{HOST}\r\n".encode())
+    return conn
+
+
+def buffered(edge) -> list[int]:
+    """Bytes each client connection of the edge holds in its own write buffer (not the kernel's)."""
+    port = edge.port.getHost().port
+    servers = [s for s in reactor.getReaders() + reactor.getWriters() if getattr(s, "getHost", None) and s.getHost().port == port and hasattr(s, "dataBuffer")]
+    return [len(s.dataBuffer) - s.offset + sum(map(len, s._tempDataBuffer)) for s in set(servers)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_holds_one_chunk_then_is_cut_off(edge, origin):
+    complete = await edge.get(f"/{BIG_NAME}.png")
+    assert await complete.content() == BIG  # a reader gets every byte, chunk by chunk
+    port = edge.port.getHost().port
+    readers = [await threads.deferToThread(open_without_reading, port) for _ in range(5)]
+    try:
+        await deferLater(reactor, 0.4, lambda: None)
+        held = [size for size in buffered(edge) if size]
+        assert len(held) == 5 and max(held) <= 2 * CHUNK
+        for _ in range(50):
+            if edge.site.connections == 0:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert edge.site.connections == 0  # cut off after send_timeout without progress
+    finally:
+        for conn in readers:
+            conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pipelined_requests_are_answered_in_order(edge, origin):
+    warm = await edge.get(f"/{H}.jpg")
+    await warm.content()
+    origin.set_mode("slow")
+    origin.resource.slow_seconds = 0.5
+    requests = f"GET /{SLOW_NAME}.jpg HTTP/1.1\r\n{HOST}\r\nGET /{H}.jpg HTTP/1.1\r\n{HOST}\r\nGET /nothing HTTP/1.1\r\n{HOST}\r\nGET /{H}.jpg HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n"
+    exchange = await threads.deferToThread(send, edge.port.getHost().port, requests.encode(), 4)
+    assert [a.status for a in exchange.answers] == [200, 200, 404, 200]
+    assert [a.headers.get("X-Cache") for a in exchange.answers] == ["MISS", "HIT-MEMORY", None, "HIT-MEMORY"]
+    assert [a.body for a in exchange.answers] == [SLOW, IMAGE, b"not found\n", IMAGE]
+    assert exchange.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_past_max_connections_a_new_connection_is_closed_at_once(tmp_path, origin):
+    edge = Edge(tmp_path, {**LIMITS, ("edge", "max_connections"): "3"}, tokenmap=pair_map(origin))
+    port = edge.port.getHost().port
+    try:
+        held = [await threads.deferToThread(socket.create_connection, ("127.0.0.1", port)) for _ in range(3)]
+        await deferLater(reactor, 0.1, lambda: None)
+        refused = await threads.deferToThread(socket.create_connection, ("127.0.0.1", port))
+        assert await threads.deferToThread(wait_closed, refused, 2.0) is not None
+        assert edge.site.refused == 1
+        held.pop().close()
+        await deferLater(reactor, 0.1, lambda: None)
+        exchange = await threads.deferToThread(send, port, f"GET /{H}.jpg HTTP/1.1\r\n{HOST}\r\n".encode())
+        assert exchange.status == 200
+        for conn in held + [refused]:
+            conn.close()
+    finally:
+        await edge.stop()
