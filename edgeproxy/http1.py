@@ -177,7 +177,7 @@ class Http1Connection(Protocol):
     def respond(self, head: bytes, body: bytes, keep_alive: bool) -> int:
         """Write one response; the next request is read once it is on its way."""
         if len(body) <= CHUNK:
-            self.transport.write(head + body if body else head)
+            self.transport.writeSequence((head, body))
             self._finished(keep_alive)
         else:
             self.transport.write(head)

@@ -29,6 +29,7 @@ from edgeproxy.urls import AUTO, ImageRequest, UrlGrammar, negotiate_format
 log = Logger()
 ALLOWED = b"GET, HEAD"
 HIT_TIMING = b"cache;desc=memory"
+PARSED_PATHS = 8192
 _NONE = b"NONE"
 
 
@@ -73,6 +74,7 @@ class EdgeHandler:
         self._access_log = access_log
         self._clock = clock or reactor
         self.stats = RequestStats()
+        self._parsed: dict[bytes, tuple[bytes, ImageRequest]] = {}
 
     def handle(self, exchange: Exchange) -> None:
         try:
@@ -102,10 +104,20 @@ class EdgeHandler:
 
     def _image(self, exchange: Exchange) -> ImageRequest:
         path, query = split_target(exchange.target)
-        path = canonical_path(path)
-        image = self._grammar.parse(path)
-        self._signatures.check(image, path, query, self._clock.seconds())
-        return image
+        parsed = self._parsed.get(path)
+        if parsed is None:
+            parsed = self._parse(path)
+        self._signatures.check(parsed[1], parsed[0], query, self._clock.seconds())
+        return parsed[1]
+
+    def _parse(self, path: bytes) -> tuple[bytes, ImageRequest]:
+        """Canonical path and what it names, remembered for the hot paths (a bounded memo, emptied when full)."""
+        canonical = canonical_path(path)
+        parsed = canonical, self._grammar.parse(canonical)
+        if len(self._parsed) >= PARSED_PATHS:
+            self._parsed.clear()
+        self._parsed[path] = parsed
+        return parsed
 
     def _miss(self, exchange: Exchange, image: ImageRequest, tenant: bytes) -> None:
         d = self.images.fetch(image, tenant)

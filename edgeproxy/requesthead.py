@@ -17,7 +17,7 @@ MAX_LINE = 8192  # the request line (414 past it)
 MAX_HEAD = 16384  # the whole head (431 past it)
 MAX_HEADERS = 100
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-_FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\x80-\xff\t]*?)[ \t]*")
+_FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\x20-\x7e\x80-\xff\t]*(?:\r\n|\Z))*")
 _HOST = re.compile(rb"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _PCHARS = re.compile(rb"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -56,15 +56,16 @@ def parse_head(head: bytes) -> RequestHead:
 
 
 def _parse_fields(fields: bytes) -> dict[bytes, bytes]:
+    """One regular expression checks every line (a token, a colon, visible characters); then they are split."""
+    if not _FIELDS.fullmatch(fields) or fields.endswith(b"\r\n"):
+        raise BadFraming(400, "malformed header field")
     lines = fields.split(b"\r\n")
     if len(lines) > MAX_HEADERS:
         raise BadFraming(431, "too many header fields")
     headers: dict[bytes, bytes] = {}
     for line in lines:
-        match = _FIELD.fullmatch(line)
-        if match is None:
-            raise BadFraming(400, "malformed header field")
-        name, value = match[1].lower(), match[2]
+        name, _, value = line.partition(b":")
+        name, value = name.lower(), value.strip(b" \t")
         if name in headers:
             if name in _SINGLETONS:
                 raise BadFraming(400, f"repeated {name.decode()} header")
@@ -89,6 +90,8 @@ def _check_framing(headers: dict[bytes, bytes]) -> None:
 
 
 def _keep_alive(http11: bool, connection: bytes) -> bool:
+    if not connection:
+        return http11
     tokens = {token.strip() for token in connection.lower().split(b",")}
     return b"close" not in tokens if http11 else b"keep-alive" in tokens
 
