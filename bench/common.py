@@ -194,12 +194,17 @@ def abort_on_signals(*signums: int) -> None:
 
 # --- wrk ---------------------------------------------------------------------------------
 
+def wrk_command(url: str, seconds: float, connections: int, threads: int = 1, script: Path | None = None,
+                host: str = "localhost") -> list[str]:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-H", f"Host: {host}"]
+    return command + (["-s", str(script)] if script else []) + [url]
+
+
 def wrk(url: str, seconds: float, connections: int, threads: int = 1, script: Path | None = None,
         host: str = "localhost") -> dict[str, float]:
     """One bounded wrk run; req/s, p50 and p99 in ms, and error counts."""
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-H", f"Host: {host}"]
-    command += ["-s", str(script)] if script else []
-    output = subprocess.run(command + [url], capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    command = wrk_command(url, seconds, connections, threads, script, host)
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     return parse_wrk(output)
 
 
