@@ -201,14 +201,14 @@ def wrk_command(url: str, seconds: float, connections: int, threads: int = 1, sc
 
 
 def wrk(url: str, seconds: float, connections: int, threads: int = 1, script: Path | None = None,
-        host: str = "localhost") -> dict[str, float]:
+        host: str = "localhost") -> dict:
     """One bounded wrk run; req/s, p50 and p99 in ms, and error counts."""
     command = wrk_command(url, seconds, connections, threads, script, host)
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     return parse_wrk(output)
 
 
-def parse_wrk(output: str) -> dict[str, float]:
+def parse_wrk(output: str) -> dict:
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors:(.*)", output)
     result = {
@@ -220,6 +220,7 @@ def parse_wrk(output: str) -> dict[str, float]:
         "socket_errors": float(sum(int(n) for n in re.findall(r"\d+", socket_errors[1]))) if socket_errors else 0.0,
     }
     result["errors"] = result["non_2xx"] + result["socket_errors"]
+    result["socket_detail"] = socket_errors[1].strip() if socket_errors else ""
     return result
 
 
