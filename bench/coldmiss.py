@@ -12,45 +12,15 @@ Every process it starts is stopped by PID; everything runs on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hitpath import REPO, free_port, start_edgeproxy, stop, wait_until_serving  # noqa: E402
-
-import subprocess  # noqa: E402
+from common import REPO, burst, free_port, origin_count, percentile, start_edgeproxy, start_slow_origin, stop, wait_until_serving  # noqa: E402
 
 NAMES = sorted(p.name for p in (REPO / "samples").glob("*.jpg"))
-
-
-async def one_client(port: int, path: str, go: asyncio.Event) -> float:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    await go.wait()
-    started = time.perf_counter()
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    response = await reader.read()
-    elapsed = time.perf_counter() - started
-    writer.close()
-    assert response.startswith(b"HTTP/1.1 200"), response[:80]
-    return elapsed
-
-
-async def burst(port: int, path: str, clients: int) -> list[float]:
-    go = asyncio.Event()
-    tasks = [asyncio.create_task(one_client(port, path, go)) for _ in range(clients)]
-    await asyncio.sleep(0.5)  # every client connected and waiting
-    go.set()
-    return await asyncio.gather(*tasks)
-
-
-def origin_count(port: int) -> int:
-    return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/count", timeout=5).read())
 
 
 def main() -> None:
@@ -60,7 +30,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=len(NAMES))
     args = parser.parse_args()
     origin_port, edge_port = free_port(), free_port()
-    origin = subprocess.Popen([sys.executable, str(REPO / "bench" / "slow_origin.py"), str(origin_port), str(args.delay_ms)] + [str(REPO / "samples" / n) for n in NAMES])
+    origin = start_slow_origin(origin_port, args.delay_ms, [REPO / "samples" / n for n in NAMES])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "map.ini").write_text(f"[tokenmap]\nffff = 127.0.0.1:{origin_port}\n")
@@ -72,9 +42,9 @@ def main() -> None:
             print(f"{'image':<10}{'origin reqs':>12}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p50 - origin ms':>17}")
             for name in NAMES[: args.rounds]:
                 before = origin_count(origin_port)
-                waits = sorted(asyncio.run(burst(edge_port, f"/{name}", args.clients)))
+                waits = burst(edge_port, f"/{name}", args.clients)
                 requests = origin_count(origin_port) - before
-                p50, p99 = statistics.median(waits) * 1000, waits[int(len(waits) * 0.99) - 1] * 1000
+                p50, p99 = statistics.median(waits) * 1000, percentile(waits, 0.99) * 1000
                 print(f"{name[:8]:<10}{requests:>12}{p50:>9.1f}{p99:>9.1f}{waits[-1] * 1000:>9.1f}{p50 - args.delay_ms:>17.1f}")
         finally:
             stop(edge)

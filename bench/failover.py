@@ -27,7 +27,7 @@ from pathlib import Path
 import pyvips
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hitpath import REPO, free_port, start_edgeproxy, stop, wait_until_serving  # noqa: E402
+from common import REPO, free_port, start_edgeproxy, stop, wait_until_serving  # noqa: E402
 
 
 def make_images(folder: Path, count: int) -> list[str]:

@@ -39,12 +39,15 @@ from pathlib import Path
 import pyvips
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hitpath import (
+from common import (  # noqa: E402
     REPO,
     SAMPLE,
+    abort_on_signals,
+    descendants,
     free_port,
+    log_tail,
     start_edgeproxy,
-    stop,
+    stop_tree,
     wait_until_serving,
     wrk,
 )
@@ -59,60 +62,6 @@ WIDTHS = range(260, 381)
 HEIGHTS = (0, 4000)
 QUALITY = 82
 INI = REPO / "conf" / "edgeproxy.ini"
-
-
-# --- processes ---------------------------------------------------------------------------
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, read from /proc (children of every thread)."""
-    found, stack = [], [pid]
-    while stack:
-        parent = stack.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in children.read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            stack += kids
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def stop_tree(process: subprocess.Popen, known: list[int]) -> None:
-    """Stop `process` and what it started (by PID: its descendants seen now and `known`)."""
-    kids = list(dict.fromkeys(known + descendants(process.pid)))
-    if process.poll() is None:
-        stop(process)
-    leftovers = [pid for pid in kids if alive(pid)]
-    for pid in leftovers:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(alive(pid) for pid in leftovers):
-        time.sleep(0.05)
-    for pid in leftovers:
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --- images ------------------------------------------------------------------------------
@@ -401,14 +350,6 @@ def run_thumbor(executable: str, tmp: Path, origin: Path, names: list[str], work
 
 # --- main --------------------------------------------------------------------------------
 
-class Abort(Exception):
-    pass
-
-
-def _abort(signum: int, frame: object) -> None:
-    raise Abort(f"signal {signal.Signals(signum).name}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each render measurement")
@@ -423,8 +364,7 @@ def main() -> None:
     except ImportError:
         sys.exit("Pillow is not installed: pip install Pillow (for this benchmark only)")
     # A hard bound on the whole run; the finally blocks still stop every process.
-    signal.signal(signal.SIGTERM, _abort)
-    signal.signal(signal.SIGALRM, _abort)
+    abort_on_signals(signal.SIGTERM, signal.SIGALRM)
     signal.alarm(int(180 + 40 * args.seconds))
 
     cpus = os.cpu_count() or 1
