@@ -74,6 +74,7 @@ def start_edgeproxy(port: int, workdir: Path, changes: dict[str, str] | None = N
     config = config.replace("root = ../samples", f"root = {REPO / 'samples'}")
     config = config.replace("disk_path = ../cache", f"disk_path = {workdir / 'cache'}")
     config = config.replace("tokenmap = tokenmap.ini", f"tokenmap = {REPO / 'conf' / 'tokenmap.ini'}")
+    config = config.replace("access_log = -", f"access_log = {workdir / 'access.log'}")  # sampled as bundled, kept off the terminal
     path = workdir / "edgeproxy.ini"
     path.write_text(config)
     env = dict(os.environ, PYTHONPATH=str(REPO))
