@@ -1,8 +1,9 @@
 """
 A token bucket on the reactor: `take()` is a Deferred that fires when the caller may
 send, so a rate limit never sleeps in a thread and never holds the reactor. A
-LoopingCall refills it; the bucket holds at most one tick's worth, so an idle spell
-is not followed by a burst.
+LoopingCall refills it; the bucket holds at most `burst` seconds' worth, enough that
+a late tick on a busy host loses no tokens, too little for an idle spell to be
+followed by a burst.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ _ROUNDING = 1e-9  # 5 ticks of 0.2 tokens make 0.9999999999999999
 class TokenBucket:
     """`rate` tokens per second; the first take is immediate."""
 
-    def __init__(self, rate: float, clock: IReactorTime, tick: float = 0.02):
+    def __init__(self, rate: float, clock: IReactorTime, tick: float = 0.02, burst: float = 0.1):
         self._rate = rate
         self._clock = clock
-        self._capacity = max(1.0, rate * tick)
+        self._capacity = max(1.0, rate * burst)
         self._tokens = 1.0
         self._last = clock.seconds()
         self._waiting: deque[Deferred[None]] = deque()
