@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", metavar="LOG", help="JSON access log, common/combined log or URL list (.gz read through gzip; - for stdin)")
     parser.add_argument("--target", type=_base_url, default="http://127.0.0.1:8080", metavar="URL", help="base URL of the proxy to warm (default: %(default)s)")
-    parser.add_argument("--host", metavar="NAME", help="Host header for every request (default: the line's host, else the target's)")
+    parser.add_argument("--host", type=_hostname, metavar="NAME", help="Host header for every request (default: the line's host, else the target's)")
     parser.add_argument("--format", choices=FORMATS, default="auto", help="input format (default: %(default)s, guessed per line)")
     parser.add_argument("--concurrency", type=_positive(int), default=8, metavar="N", help="requests in flight at most (default: %(default)s)")
     parser.add_argument("--rate", type=_positive(float), metavar="R", help="requests per second at most (default: unlimited)")
@@ -114,6 +114,13 @@ def _base_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise argparse.ArgumentTypeError(f"{text!r} is not a base URL like http://127.0.0.1:8080")
     return text
+
+
+def _hostname(text: str) -> str:
+    try:
+        return text.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hostname") from None
 
 
 def _positive(kind: type):

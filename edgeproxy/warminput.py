@@ -101,10 +101,14 @@ def _parse_combined(text: str) -> Target | Skip:
 
 
 def _target(host: str | None, path: str) -> Target | Skip:
-    """Paths are sent as logged, query included (a signature must survive); non-ASCII is percent-encoded."""
+    """Paths are sent as logged, query included (a signature must survive); non-ASCII is percent-encoded, or punycode in a host."""
     if not path.startswith("/") or _UNSAFE.search(path) or (host is not None and _UNSAFE.search(host)):
         return Skip.MALFORMED
-    return Target(host, quote(path, safe=string.punctuation))
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if host else None
+    except UnicodeError:
+        return Skip.MALFORMED
+    return Target(ascii_host, quote(path, safe=string.punctuation))
 
 
 _PARSERS = {"list": _parse_list, "json": _parse_json, "combined": _parse_combined}

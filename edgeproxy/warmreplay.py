@@ -97,7 +97,7 @@ class Replayer:
     async def _exchange(self, target: Target) -> tuple[int, str | None, int]:
         headers = {b"User-Agent": _USER_AGENT}
         if self._host or target.host:
-            headers[b"Host"] = (self._host or target.host).encode("idna")
+            headers[b"Host"] = (self._host or target.host).encode("ascii")  # made ASCII when parsed
         response = await self._client.get(self._base + target.path, headers=headers, allow_redirects=False, unbuffered=True)
         size = await discard_body(response)
         x_cache = response.headers.getRawHeaders(b"X-Cache", [b""])[0].decode("latin-1")

@@ -18,6 +18,8 @@ COMBINED = '203.0.113.9 - - [01/Dec/2026:10:00:00 +0000] "{request}" {status} 51
         (f"http://img0.example.com/{HASH}.jpg?sig=ab&exp=9", Target("img0.example.com", f"/{HASH}.jpg?sig=ab&exp=9")),
         (f"https://img0.example.com:8443/{HASH}.jpg", Target("img0.example.com:8443", f"/{HASH}.jpg")),
         ("/caf\u00e9.jpg", Target(None, "/caf%C3%A9.jpg")),
+        ("http://b\u00fccher.example/x.jpg", Target("xn--bcher-kva.example", "/x.jpg")),
+        ("http://" + "a" * 70 + ".example/x.jpg", Skip.MALFORMED),
         ("", Skip.BLANK),
         ("   ", Skip.BLANK),
         ("# a comment", Skip.BLANK),
