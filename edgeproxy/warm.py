@@ -59,7 +59,7 @@ async def warm(reactor: IReactorTCP, args: argparse.Namespace, lines: Iterable[s
     """Replay `lines` (of which there are `total`, if known), then verify a sample if asked; the exit status."""
     counts = InputCounts()
     targets = read_targets(lines, counts, args.format, Seen() if args.dedupe else None, args.limit)
-    sample = Reservoir(args.sample) if args.verify else None
+    sample = Reservoir(args.sample, None if args.dedupe else Seen()) if args.verify else None
     replayer = Replayer(reactor, args.target, args.host, args.concurrency, args.timeout, args.rate)
     progress = Progress(err, reactor, quiet=args.quiet)
     replay, verify = Tally(), None

@@ -139,15 +139,22 @@ class Seen:
 
 
 class Reservoir:
-    """A uniform sample of at most `size` targets from a stream of unknown length (algorithm R), for --verify."""
+    """
+    A uniform sample of at most `size` targets from a stream of unknown length
+    (algorithm R), for --verify; with `seen`, of distinct targets, since verifying
+    one URL three times says nothing more.
+    """
 
-    def __init__(self, size: int, draw: Callable[[int], int] = random.randrange):
+    def __init__(self, size: int, seen: Seen | None = None, draw: Callable[[int], int] = random.randrange):
         self.targets: list[Target] = []
         self._size = size
+        self._seen = seen
         self._offered = 0
         self._draw = draw
 
     def add(self, target: Target) -> None:
+        if self._seen is not None and not self._seen.add(target):
+            return
         self._offered += 1
         if len(self.targets) < self._size:
             self.targets.append(target)

@@ -71,6 +71,9 @@ def test_a_list_replayed_without_then_with_dedupe(proxy, tmp_path):
     assert summary_line(first, "hit ratio during replay:") == "hit ratio during replay: 66.7 % (8 of 12 answers X-Cache HIT-*)"
     assert summary_line(first, "replay X-Cache:") == "replay X-Cache: HIT-MEMORY 8, MISS 4"
 
+    again = run_warm("--target", target, "--no-dedupe", "--verify", listing)
+    assert summary_line(again, "hit ratio now:") == "hit ratio now: 100.0 % (4 of 4 sampled answers X-Cache HIT-*)"  # distinct URLs
+
     second = run_warm("--target", target, "--verify", listing)
     assert second.returncode == 0, second.stderr
     assert "12 replayed" not in second.stdout and ", 4 replayed, 8 duplicates," in second.stdout

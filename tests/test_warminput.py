@@ -107,13 +107,13 @@ def test_dedupe_keys_on_host_and_path_and_forgets_the_oldest_past_its_capacity()
 
 
 def test_reservoir_keeps_everything_up_to_its_size_then_a_sample():
-    reservoir = Reservoir(3, draw=lambda n: n - 1)
+    reservoir = Reservoir(3, draw=lambda offered: offered - 1)
     for n in range(3):
         reservoir.add(Target(None, f"/{n}"))
     assert [t.path for t in reservoir.targets] == ["/0", "/1", "/2"]
     reservoir.add(Target(None, "/3"))  # drawn 3: outside the sample
     assert [t.path for t in reservoir.targets] == ["/0", "/1", "/2"]
-    sampled = Reservoir(2, draw=lambda n: 0)
+    sampled = Reservoir(2, draw=lambda _: 0)
     for n in range(5):
         sampled.add(Target(None, f"/{n}"))
     assert [t.path for t in sampled.targets] == ["/4", "/1"]
@@ -126,3 +126,10 @@ def test_lines_are_counted_in_plain_and_gzip_files(tmp_path):
     assert count_lines(str(tmp_path / "a.log")) == 3
     assert count_lines(str(tmp_path / "b.log.gz")) == 2
     assert count_lines("-") is None
+
+
+def test_a_reservoir_with_seen_samples_distinct_targets():
+    reservoir = Reservoir(10, seen=Seen())
+    for path in ["/a", "/b", "/a", "/a?q", "/c"]:
+        reservoir.add(Target(None, path))
+    assert [t.path for t in reservoir.targets] == ["/a", "/b", "/c"]
