@@ -23,3 +23,4 @@ def test_wheel_contains_the_plugin_and_no_plugins_init(tmp_path):
     (entry_points_file,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
     entry_points = zipfile.ZipFile(wheel).read(entry_points_file).decode()
     assert "edgeproxy-tokenmap = edgeproxy.tokenmaptool:main" in entry_points
+    assert "edgeproxy-warm = edgeproxy.warm:main" in entry_points
