@@ -52,7 +52,7 @@ class DiskTier:
         self._down_until = 0.0
         self._ready = False
         self._purged_early: list[bytes] = []
-        self._writing: dict[bytes, bytes] = {}
+        self._writing: dict[bytes, tuple[bytes, int]] = {}  # body, and how many writes of it are queued
         self._temp_ids = itertools.count()
         self._mutations: Deferred[None] = succeed(None)
         self.spilled = 0
@@ -104,23 +104,22 @@ class DiskTier:
         if self._index.get(key) is None:
             return succeed(None)
         if key in self._writing:
-            return succeed(self._writing[key])
+            return succeed(self._writing[key][0])
         return self._run(self._read, key).addErrback(self._read_failed, key)
 
     def put(self, key: bytes, body: bytes) -> None:
         """
         Spill an object; skipped until the start-up scan is done and while the disk is
-        failing (retried after RETRY_SECONDS). A key whose write is still in flight
-        reuses that write: a key always names the same bytes.
+        failing (retried after RETRY_SECONDS). Every write and delete is queued in the
+        order the index changed, so the files never hold more than the budget plus the
+        one entry being written.
         """
         size = diskentry.entry_size(key, len(body))
         if not (self._ready and self.available) or key in self._index or size > self._index.maxsize:
             return
         self._index[key] = size
         self.spilled += 1
-        if key in self._writing:
-            return
-        self._writing[key] = body
+        self._writing[key] = body, self._writing.get(key, (b"", 0))[1] + 1
         temp = os.path.join(self._tmp, f"{diskentry.file_name(key)}.{os.getpid()}.{next(self._temp_ids)}.tmp")
         d = self._mutate(self._write, key, body, temp)
         d.addCallbacks(self._written, self._write_failed, callbackArgs=(key,), errbackArgs=(key,))
@@ -140,8 +139,6 @@ class DiskTier:
         self._delete(key)
 
     def _delete(self, key: bytes) -> None:
-        if key in self._writing:
-            return  # _written deletes the file if the key is not indexed again by then
         self._mutate(_unlink, self._path(key)).addErrback(lambda f: log.warn("disk delete failed: {f}", f=f.getErrorMessage()))
 
     def _path(self, key: bytes) -> str:
@@ -178,16 +175,21 @@ class DiskTier:
             raise
 
     def _written(self, _: None, key: bytes) -> None:
-        del self._writing[key]
-        if key not in self._index:
-            self._delete(key)  # evicted or purged while it was being written
+        self._write_done(key)
         if self._down_until:
             log.info("disk tier writable again: spilling resumes")
             self._down_until = 0.0
 
+    def _write_done(self, key: bytes) -> None:
+        body, queued = self._writing[key]
+        if queued > 1:
+            self._writing[key] = body, queued - 1
+        else:
+            del self._writing[key]
+
     def _write_failed(self, failure: Failure, key: bytes | None = None) -> None:
         if key is not None:
-            del self._writing[key]
+            self._write_done(key)
             self._index.pop(key)
         if not self._down_until or self.available:
             log.warn("disk tier failing ({f}): memory only for {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
