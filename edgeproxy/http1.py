@@ -109,9 +109,6 @@ class Http1Connection(Protocol):
 
     def connectionMade(self) -> None:
         self._site.connections += 1
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
         handle = getattr(self.transport, "getHandle", lambda: None)() if self._direct else None
         self._direct = hasattr(handle, "sendmsg")
         self._socket = handle
@@ -329,6 +326,9 @@ class _ChooseByALPN(Protocol):
 
     def makeConnection(self, transport: object) -> None:
         super().makeConnection(transport)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)  # a response is written whole: Nagle would only hold its last segment back
         if not hasattr(transport, "negotiatedProtocol"):
             self._choose(None, plain=True)
         else:
