@@ -2,6 +2,7 @@
 
 import os
 import signal
+from pathlib import Path
 
 import pyvips
 import pytest_twisted
@@ -16,6 +17,18 @@ from tests.images import name_of, photo
 IMAGE = photo(1200, 900, seed=5)
 NAME = name_of(IMAGE)
 VARIANTS = {"thumb.jpg": (150, 150), "480x0.webp": (480, 360), "small/seo-slug.png": (320, 240), "small.jpg": (320, 240)}
+
+
+def nice_values(pid: str = "self") -> dict[str, set[int]]:
+    """The nice value of every thread of a process, by thread name."""
+    found: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name, stat = (task / "comm").read_text().strip(), (task / "stat").read_text()
+        except OSError:
+            continue  # a thread that just ended
+        found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[16]))
+    return found
 
 
 def renders_done() -> float:
@@ -44,6 +57,9 @@ async def test_different_variants_of_one_image_share_one_origin_fetch(tmp_path, 
             assert ok and status == 200 and x_cache == "MISS"
             image = pyvips.Image.new_from_buffer(body, "")
             assert (image.width, image.height) == VARIANTS[path.split("/", 2)[2]]
+        reactor_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        assert min(nice_values()["libvips worker"]) >= min(19, reactor_nice + 10)  # renders yield the CPU to hits
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == reactor_nice
         for variant in VARIANTS:
             assert (await get(edge, f"/{NAME}/{variant}"))[:2] == (200, "HIT-MEMORY")
         assert (await get(edge, f"/{NAME}.jpg"))[1] == "HIT-MEMORY"  # the original is an object of its own
@@ -151,6 +167,8 @@ async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_pat
         assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 320
         assert (await get(edge, f"/{name_of(truncated)}/small.jpg"))[0] == 502
         renderer = edge.site.handler.images._renderer
+        for pid in renderer._executor._processes:  # every thread of a render process yields the CPU to hits
+            assert set().union(*nice_values(str(pid)).values()) == {min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10)}
         for pid in list(renderer._executor._processes):
             os.kill(pid, signal.SIGKILL)
         await deferLater(reactor, 0.2, lambda: None)
