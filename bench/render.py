@@ -248,10 +248,6 @@ def renders_per_s(counts: Counter, seconds: float, cached_label: str = RENDERED)
     return counts[cached_label] / seconds
 
 
-def problems(counts: Counter, good: str) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != good)
-
-
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers={"Host": "localhost"})
     with urllib.request.urlopen(request, timeout=30) as response:
