@@ -3,10 +3,11 @@ Render benchmark: how many distinct variants per second edgeproxy renders end to
 (a real `twistd -n edgeproxy` over HTTP), next to raw in-process pyvips, Pillow the way
 Thumbor's PIL engine uses it, and Thumbor itself over HTTP when it is installed, all on
 the same generated 2000x1500 photo-like JPEGs made into 320 px wide JPEGs, in one run.
-While renders load edgeproxy it also measures memory hits with wrk, alone and during
-the renders. Prints one table.
+For each edgeproxy it also measures memory hits with wrk, alone and during renders.
+Every server is started first, then rounds measure every row in turn (the shared
+machine's load drifts), and one table gives medians and same-round ratios.
 
-    python bench/render.py [--seconds 8] [--clients 8] [--hit-seconds 5] [--images 40]
+    python bench/render.py [--rounds 3] [--seconds 4] [--clients 8] [--hit-seconds 3] [--images 40]
 
 Needs pyvips (the project's), Pillow and Debian's wrk; Thumbor is optional
 (`pip install thumbor`, never a dependency of edgeproxy). Everything talks only to
@@ -42,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
     SAMPLE,
-    abort_on_signals,
     descendants,
+    abort_on_signals,
     free_port,
     log_tail,
     start_edgeproxy,
@@ -61,6 +62,8 @@ WIDTH, HEIGHT, TARGET = 2000, 1500, 320
 WIDTHS = range(260, 381)
 HEIGHTS = (0, 4000)
 QUALITY = 82
+# A variant rendered from an original already in the cache, no origin asked.
+RENDERED = "200 RENDERED"
 INI = REPO / "conf" / "edgeproxy.ini"
 
 
@@ -124,7 +127,7 @@ def in_process(render: Callable[[bytes], bytes], sources: list[bytes], threads: 
         return done
 
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(loop, [time.perf_counter() + 1.0] * threads))  # warm-up
+        list(pool.map(loop, [time.perf_counter() + 0.3] * threads))  # warm-up
         started = time.perf_counter()
         total = sum(pool.map(loop, [started + seconds] * threads))
     return total / seconds
@@ -190,12 +193,8 @@ def http_load(port: int, paths: Iterator[str], clients: int, seconds: float, kee
     return asyncio.run(_http_load(port, paths, clients, seconds, keep_alive))
 
 
-def renders_per_s(counts: Counter, seconds: float, cached_label: str = "200 MISS") -> float:
+def renders_per_s(counts: Counter, seconds: float, cached_label: str = RENDERED) -> float:
     return counts[cached_label] / seconds
-
-
-def problems(counts: Counter, good: str) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if k != good)
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -242,54 +241,122 @@ def variant_paths(names: list[str]) -> Iterator[str]:
                 yield f"/{name}/{width}x{height}.jpg"
 
 
-def run_edgeproxy(tmp: Path, origin: Path, names: list[str], mode: str, workers: int, args: argparse.Namespace) -> dict:
-    workdir = tmp / f"edge-{mode}-{workers}"
-    workdir.mkdir()
-    port = free_port()
-    process = start_edgeproxy(port, workdir, edgeproxy_changes(origin, workers, mode if len(render_modes()) > 1 else None))
-    kids: list[int] = []
-    try:
-        base = f"http://127.0.0.1:{port}"
+class Row:
+    """One line of the table: a system at a worker count, measured once per round."""
+
+    def __init__(self, system: str, mode: str, workers: int, measure: Callable[[float], float]):
+        self.system, self.mode, self.workers = system, mode, workers
+        self.measure = measure
+        self.rates: list[float] = []
+        self.problems: Counter = Counter()
+        self.hits_alone: list[float] = []
+        self.hits_during: list[float] = []
+        self.renders_during: list[float] = []
+        self.hit_errors = 0.0
+
+
+class EdgeServer:
+    """A real `twistd -n edgeproxy` over the originals folder, every original fetched once."""
+
+    def __init__(self, tmp: Path, origin: Path, names: list[str], mode: str, workers: int, args: argparse.Namespace):
+        workdir = tmp / f"edge-{mode}-{workers}"
+        workdir.mkdir()
+        self.port, self.args, self.kids = free_port(), args, []
+        self.paths = variant_paths(names)
+        self.process = start_edgeproxy(self.port, workdir, edgeproxy_changes(origin, workers, mode if len(render_modes()) > 1 else None))
+        base = f"http://127.0.0.1:{self.port}"
         try:
             wait_until_serving(f"{base}/{SAMPLE}", seconds=30)
         except RuntimeError:
+            self.stop()
             raise RuntimeError(f"edgeproxy ({mode}, {workers}) did not start:\n{log_tail(workdir / 'twistd.log')}") from None
         for name in names:  # every original fetched once, so every render below starts from memory
             status, _, _ = get(f"{base}/{name}.jpg")
             assert status == 200, status
         status, headers, _ = get(f"{base}/{names[0]}.jpg")
         assert headers.get("x-cache") == "HIT-MEMORY", headers.get("x-cache")
-        hit_url = f"{base}/{SAMPLE}"
-        wrk(hit_url, 1, 32)  # warm-up, not reported
-        hits_alone = wrk(hit_url, args.hit_seconds, 32)
-        paths = variant_paths(names)
-        status, headers, body = get(base + next(paths))  # one render checked by hand
-        assert status == 200 and headers.get("x-cache") == "MISS" and body[:2] == b"\xff\xd8", (status, headers)
+        self.hit_url = f"{base}/{SAMPLE}"
+        status, headers, body = get(base + next(self.paths))  # one render checked by hand
+        assert status == 200 and headers.get("x-cache") == "RENDERED" and body[:2] == b"\xff\xd8", (status, headers)
         assert width_of(body) == WIDTHS[0], width_of(body)
-        http_load(port, paths, args.clients, 1.0)  # warm-up (starts render processes), not reported
-        kids = descendants(process.pid)
-        counts = http_load(port, paths, args.clients, args.seconds)
+        http_load(self.port, self.paths, args.clients, 1.0)  # warm-up (starts render processes), not reported
+        wrk(self.hit_url, 1, 32)
+        self.kids = descendants(self.process.pid)
+
+    def renders(self, row: Row, seconds: float) -> float:
+        counts = http_load(self.port, self.paths, self.args.clients, seconds)
+        row.problems.update({k: v for k, v in counts.items() if k != RENDERED})
+        return renders_per_s(counts, seconds)
+
+    def hits(self, row: Row) -> None:
+        """wrk on a cached original alone, then while the render load runs."""
+        seconds = self.args.hit_seconds
+        alone = wrk(self.hit_url, seconds, 32)
         during: dict[str, Counter] = {}
-        load_seconds = args.hit_seconds + 1.5
-        loader = threading.Thread(target=lambda: during.update(counts=http_load(port, paths, args.clients, load_seconds)))
+        load_seconds = seconds + 1.5
+        loader = threading.Thread(target=lambda: during.update(counts=http_load(self.port, self.paths, self.args.clients, load_seconds)))
         loader.start()
         try:
             time.sleep(0.5)
-            hits_during = wrk(hit_url, args.hit_seconds, 32)
+            with_renders = wrk(self.hit_url, seconds, 32)
         finally:
             loader.join(load_seconds + 30)
-        kids = list(dict.fromkeys(kids + descendants(process.pid)))
-        return {
-            "rps": renders_per_s(counts, args.seconds),
-            "problems": problems(counts, "200 MISS"),
-            "hits_alone": hits_alone["rps"],
-            "hits_during": hits_during["rps"],
-            "hit_errors": hits_alone["errors"] + hits_during["errors"],
-            "renders_during": renders_per_s(during.get("counts", Counter()), load_seconds),
-            "problems_during": problems(during.get("counts", Counter()), "200 MISS"),
-        }
-    finally:
-        stop_tree(process, kids)
+        counts = during.get("counts", Counter())
+        row.hits_alone.append(alone["rps"])
+        row.hits_during.append(with_renders["rps"])
+        row.renders_during.append(renders_per_s(counts, load_seconds))
+        row.hit_errors += alone["errors"] + with_renders["errors"]
+        row.problems.update({f"{k} (during wrk)": v for k, v in counts.items() if k != RENDERED})
+
+    def stop(self) -> None:
+        stop_tree(self.process, list(dict.fromkeys(self.kids + descendants(self.process.pid))))
+
+
+class ThumborServer:
+    """Thumbor over HTTP: file loader, no storage, no result storage, so every request renders."""
+
+    def __init__(self, executable: str, tmp: Path, origin: Path, names: list[str], workers: int, args: argparse.Namespace):
+        workdir = tmp / f"thumbor-{workers}"
+        workdir.mkdir()
+        conf = workdir / "thumbor.conf"
+        conf.write_text(
+            "LOADER = 'thumbor.loaders.file_loader'\n"
+            f"FILE_LOADER_ROOT_PATH = {str(origin)!r}\n"
+            "STORAGE = 'thumbor.storages.no_storage'\n"  # no copy of the originals on disk
+            "RESULT_STORAGE = None\n"  # every request renders
+            "ENGINE = 'thumbor.engines.pil'\n"
+            "ALLOW_UNSAFE_URL = True\n"
+            f"QUALITY = {QUALITY}\n"
+            "PROGRESSIVE_JPEG = False\n"  # baseline JPEG like edgeproxy and Pillow rows
+            "AUTO_WEBP = False\n"
+        )
+        self.port, self.args, self.kids = free_port(), args, []
+        command = [executable, "--ip", "127.0.0.1", "--port", str(self.port), "--conf", str(conf), "--processes", str(workers), "--log-level", "error"]
+        with open(workdir / "thumbor.log", "wb") as log:
+            self.process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{self.port}"
+        try:
+            wait_until_serving(f"{base}/healthcheck", seconds=60)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"thumbor did not start:\n{log_tail(workdir / 'thumbor.log')}") from None
+        time.sleep(0.5)  # forked workers up
+        self.kids = descendants(self.process.pid)
+        status, headers, body = get(f"{base}/unsafe/{TARGET}x0/{names[0]}.jpg")
+        assert status == 200 and body[:2] == b"\xff\xd8" and width_of(body) == TARGET, (status, headers)
+        self.paths = (f"/unsafe/{TARGET}x0/{names[i % len(names)]}.jpg" for i in itertools.count())
+        http_load(self.port, self.paths, args.clients, 1.0, keep_alive=False)  # warm-up
+
+    def renders(self, row: Row, seconds: float) -> float:
+        # A connection per request: Thumbor's processes share one listening socket and
+        # a process busy rendering does not accept, so new connections spread over them
+        # (8 keep-alive connections would all land on the first process).
+        counts = http_load(self.port, self.paths, self.args.clients, seconds, keep_alive=False)
+        row.problems.update({k: v for k, v in counts.items() if k != "200"})
+        return renders_per_s(counts, seconds, "200")
+
+    def stop(self) -> None:
+        stop_tree(self.process, list(dict.fromkeys(self.kids + descendants(self.process.pid))))
 
 
 # --- thumbor -----------------------------------------------------------------------------
@@ -306,73 +373,96 @@ def thumbor_executable() -> tuple[str | None, str]:
     return executable, version
 
 
-def run_thumbor(executable: str, tmp: Path, origin: Path, names: list[str], workers: int, args: argparse.Namespace) -> dict:
-    workdir = tmp / f"thumbor-{workers}"
-    workdir.mkdir()
-    conf = workdir / "thumbor.conf"
-    conf.write_text(
-        "LOADER = 'thumbor.loaders.file_loader'\n"
-        f"FILE_LOADER_ROOT_PATH = {str(origin)!r}\n"
-        "STORAGE = 'thumbor.storages.no_storage'\n"  # no copy of the originals on disk
-        "RESULT_STORAGE = None\n"  # every request renders
-        "ENGINE = 'thumbor.engines.pil'\n"
-        "ALLOW_UNSAFE_URL = True\n"
-        f"QUALITY = {QUALITY}\n"
-        "PROGRESSIVE_JPEG = False\n"  # baseline JPEG like edgeproxy and Pillow rows
-        "AUTO_WEBP = False\n"
-    )
-    port = free_port()
-    command = [executable, "--ip", "127.0.0.1", "--port", str(port), "--conf", str(conf), "--processes", str(workers), "--log-level", "error"]
-    with open(workdir / "thumbor.log", "wb") as log:
-        process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    kids: list[int] = []
-    try:
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_serving(f"{base}/healthcheck", seconds=60)
-        except RuntimeError:
-            raise RuntimeError(f"thumbor did not start:\n{log_tail(workdir / 'thumbor.log')}") from None
-        time.sleep(0.5)  # forked workers up
-        kids = descendants(process.pid)
-        status, headers, body = get(f"{base}/unsafe/{TARGET}x0/{names[0]}.jpg")
-        assert status == 200 and body[:2] == b"\xff\xd8" and width_of(body) == TARGET, (status, headers)
-        paths = (f"/unsafe/{TARGET}x0/{names[i % len(names)]}.jpg" for i in itertools.count())
-        # A connection per request: Thumbor's processes share one listening socket and
-        # a process busy rendering does not accept, so new connections spread over them
-        # (8 keep-alive connections would all land on the first process).
-        http_load(port, paths, args.clients, 1.0, keep_alive=False)  # warm-up
-        counts = http_load(port, paths, args.clients, args.seconds, keep_alive=False)
-        kids = list(dict.fromkeys(kids + descendants(process.pid)))
-        return {"rps": renders_per_s(counts, args.seconds, "200"), "problems": problems(counts, "200")}
-    finally:
-        stop_tree(process, kids)
-
-
 # --- main --------------------------------------------------------------------------------
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def measure(rows: list[Row], edges: dict[Row, EdgeServer], args: argparse.Namespace) -> None:
+    """Round after round, every row for `seconds` in turn, then every edgeproxy's hits:
+    on a shared machine the load drifts, and each round's rows see about the same."""
+    for round_ in range(args.rounds):
+        for row in rows:
+            row.rates.append(row.measure(args.seconds))
+        for row, edge in edges.items():
+            edge.hits(row)
+        print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(f"{r.system} {r.mode} x{r.workers} {r.rates[-1]:.1f}" for r in rows), file=sys.stderr)
+
+
+def ratio(row: Row, other: Row | None) -> str:
+    """The median over rounds of this row's rate over the other's in the same round."""
+    if other is None or other is row:
+        return "-"
+    per_round = [mine / theirs for mine, theirs in zip(row.rates, other.rates) if theirs]
+    return f"{median(per_round):.2f}x" if per_round else "-"
+
+
+def print_table(rows: list[Row], sources: list[bytes], thumbor: str | None, thumbor_note: str, args: argparse.Namespace, started: float) -> None:
+    import PIL
+
+    sizes = sorted(len(d) for d in sources)
+    cpus = os.cpu_count() or 1
+    print(f"render throughput: {len(sources)} distinct {WIDTH}x{HEIGHT} JPEGs ({sizes[0] // 1000}-{sizes[-1] // 1000} KB, "
+          f"median {sizes[len(sizes) // 2] // 1000} KB) -> {TARGET} px wide JPEG Q{QUALITY}; {args.rounds} rounds of {args.seconds:g} s "
+          f"per row, interleaved; medians; {args.clients} HTTP clients; {cpus} CPUs; load average before {os.getloadavg()[0]:.1f}")
+    print(f"pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}), "
+          f"Pillow {PIL.__version__}, " + (f"thumbor {thumbor_note}" if thumbor else f"thumbor: not installed ({thumbor_note})"))
+    print("edgeproxy: every request a new variant (widths 260-380, x0 and x4000) of a cached original; Thumbor: /unsafe/320x0/, no result storage")
+    print("ratios: the median over rounds of the two rows' rates in the same round")
+    print()
+    by_key = {(row.system, row.workers): row for row in rows}
+    others = ("raw pyvips", "Pillow") + (("Thumbor",) if thumbor else ())
+    header = f"{'system':<11}{'mode':<20}{'workers':>7}{'renders/s':>11}{'range':>13}{'/pyvips':>9}{'/Pillow':>9}"
+    header += f"{'/Thumbor':>10}" if thumbor else ""
+    header += f"{'hits alone':>12}{'hits w/ renders':>17}{'hit ratio':>11}{'renders/s w/ wrk':>18}"
+    print(header)
+    for row in rows:
+        line = f"{row.system:<11}{row.mode:<20}{row.workers:>7}{median(row.rates):>11.1f}{f'{min(row.rates):.0f}-{max(row.rates):.0f}':>13}"
+        for other in others:
+            line += f"{ratio(row, by_key.get((other, row.workers))):>{10 if other == 'Thumbor' else 9}}"
+        if row.hits_alone:
+            hit_ratio = median([d / a for a, d in zip(row.hits_alone, row.hits_during) if a])
+            line += f"{median(row.hits_alone):>12.0f}{median(row.hits_during):>17.0f}{hit_ratio:>10.2f}x{median(row.renders_during):>18.1f}"
+        print(line)
+    print()
+    print(f"hits: wrk -t1 -c32 -d{args.hit_seconds}s on a cached original ({SAMPLE[:8]}…, {(REPO / 'samples' / SAMPLE).stat().st_size} bytes), "
+          f"alone, then while {args.clients} clients keep asking for new variants, once per round; goal: hit ratio >= 0.80x")
+    if thumbor is None:
+        print(f"thumbor: not installed ({thumbor_note})")
+    for row in rows:
+        notes = [f"{k}: {v}" for k, v in sorted(row.problems.items())]
+        if row.hit_errors:
+            notes.append(f"wrk errors: {row.hit_errors:.0f}")
+        if notes:
+            print(f"note {row.system} {row.mode} x{row.workers}: " + "; ".join(notes))
+    print(f"total {time.monotonic() - started:.0f} s, load average after {os.getloadavg()[0]:.1f}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each render measurement")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each row's render measurement in each round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures every row once, in turn")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients driving renders")
-    parser.add_argument("--hit-seconds", type=int, default=5, help="length of each wrk hit measurement")
+    parser.add_argument("--hit-seconds", type=int, default=3, help="length of each wrk hit measurement")
     parser.add_argument("--images", type=int, default=40)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     try:
-        import PIL
+        import PIL  # noqa: F401
     except ImportError:
         sys.exit("Pillow is not installed: pip install Pillow (for this benchmark only)")
     # A hard bound on the whole run; the finally blocks still stop every process.
     abort_on_signals(signal.SIGTERM, signal.SIGALRM)
-    signal.alarm(int(180 + 40 * args.seconds))
+    signal.alarm(int(240 + args.rounds * (10 * (args.seconds + 1) + 4 * (2 * args.hit_seconds + 3))))
 
-    cpus = os.cpu_count() or 1
-    worker_counts = sorted({1, cpus})
-    modes = render_modes()
+    worker_counts = sorted({1, os.cpu_count() or 1})
     thumbor, thumbor_note = thumbor_executable()
     started = time.monotonic()
-    rows: list[dict] = []
+    servers: list[EdgeServer | ThumborServer] = []
     with tempfile.TemporaryDirectory(prefix="edgeproxy-render-") as tmp_name:
         tmp = Path(tmp_name)
         origin = tmp / "originals"
@@ -381,8 +471,6 @@ def main() -> None:
         shutil.copy(REPO / "samples" / SAMPLE, origin / SAMPLE)  # the hit measured by wrk
         names = [name for name, _ in images]
         sources = [data for _, data in images]
-        sizes = sorted(len(d) for d in sources)
-
         # raw pyvips set up as edgeproxy's render threads are: no operation cache (it
         # would answer a repeated thumbnail of the same buffer from memory), libvips'
         # own threading at 1 so `threads` is the parallelism.
@@ -390,53 +478,28 @@ def main() -> None:
         pyvips.cache_set_max_mem(0)
         pyvips.concurrency_set(1)
         assert width_of(pyvips_render(sources[0])) == TARGET and width_of(pillow_render(sources[0])) == TARGET
-        for workers in worker_counts:
-            rows.append({"system": "raw pyvips", "mode": "in-process", "workers": workers, "rps": in_process(pyvips_render, sources, workers, args.seconds)})
-        for workers in worker_counts:
-            rows.append({"system": "Pillow", "mode": "in-process", "workers": workers, "rps": in_process(pillow_render, sources, workers, args.seconds)})
-        if thumbor is not None:
-            for workers in worker_counts:
-                result = run_thumbor(thumbor, tmp, origin, names, workers, args)
-                rows.append({"system": "Thumbor", "mode": "HTTP, processes", **result, "workers": workers})
-        for mode in modes:
-            for workers in worker_counts:
-                result = run_edgeproxy(tmp, origin, names, mode, workers, args)
-                rows.append({"system": "edgeproxy", "mode": f"HTTP, {mode}", **result, "workers": workers})
-
-    base = {(row["system"], row["workers"]): row["rps"] for row in rows}
-    print(f"render throughput: {len(sources)} distinct {WIDTH}x{HEIGHT} JPEGs ({sizes[0] // 1000}-{sizes[-1] // 1000} KB, "
-          f"median {sizes[len(sizes) // 2] // 1000} KB) -> {TARGET} px wide JPEG Q{QUALITY}; {args.seconds:g} s per row, "
-          f"{args.clients} HTTP clients; {cpus} CPUs")
-    print(f"pyvips {pyvips.__version__} (libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}), "
-          f"Pillow {PIL.__version__}, " + (f"thumbor {thumbor_note}" if thumbor else f"thumbor: not installed ({thumbor_note})"))
-    print("edgeproxy: every request a new variant (widths 260-380, x0 and x4000) of a cached original; Thumbor: /unsafe/320x0/, no result storage")
-    print()
-    header = f"{'system':<11}{'mode':<20}{'workers':>7}{'renders/s':>11}{'/pyvips':>9}{'/Pillow':>9}"
-    header += f"{'/Thumbor':>10}" if thumbor else ""
-    header += f"{'hits alone':>12}{'hits w/ renders':>17}{'hit ratio':>11}{'renders/s w/ wrk':>18}"
-    print(header)
-    for row in rows:
-        w = row["workers"]
-        line = f"{row['system']:<11}{row['mode']:<20}{w:>7}{row['rps']:>11.1f}"
-        for other in ("raw pyvips", "Pillow") + (("Thumbor",) if thumbor else ()):
-            ref = base.get((other, w))
-            cell = f"{row['rps'] / ref:.2f}x" if ref and row["system"] != other else "-"
-            line += f"{cell:>{10 if other == 'Thumbor' else 9}}"
-        if "hits_alone" in row:
-            line += f"{row['hits_alone']:>12.0f}{row['hits_during']:>17.0f}{row['hits_during'] / row['hits_alone']:>10.2f}x{row['renders_during']:>18.1f}"
-        print(line)
-    print()
-    print(f"hits: wrk -t1 -c32 -d{args.hit_seconds}s on a cached original ({SAMPLE[:8]}…, {(REPO / 'samples' / SAMPLE).stat().st_size} bytes), "
-          f"alone, then while {args.clients} clients keep asking for new variants; goal: hit ratio >= 0.80x")
-    if thumbor is None:
-        print(f"thumbor: not installed ({thumbor_note})")
-    for row in rows:
-        notes = [f"{key}: {row[key]}" for key in ("problems", "problems_during") if row.get(key)]
-        if row.get("hit_errors"):
-            notes.append(f"wrk errors: {row['hit_errors']:.0f}")
-        if notes:
-            print(f"note {row['system']} {row['mode']} x{row['workers']}: " + "; ".join(notes))
-    print(f"total {time.monotonic() - started:.0f} s")
+        rows: list[Row] = []
+        edges: dict[Row, EdgeServer] = {}
+        try:
+            for system, function in (("raw pyvips", pyvips_render), ("Pillow", pillow_render)):
+                for workers in worker_counts:
+                    rows.append(Row(system, "in-process", workers, lambda s, f=function, w=workers: in_process(f, sources, w, s)))
+            if thumbor is not None:
+                for workers in worker_counts:
+                    servers.append(ThumborServer(thumbor, tmp, origin, names, workers, args))
+                    rows.append(Row("Thumbor", "HTTP, processes", workers, None))
+                    rows[-1].measure = lambda s, row=rows[-1], server=servers[-1]: server.renders(row, s)
+            for mode in render_modes():
+                for workers in worker_counts:
+                    servers.append(EdgeServer(tmp, origin, names, mode, workers, args))
+                    rows.append(Row("edgeproxy", f"HTTP, {mode}", workers, None))
+                    rows[-1].measure = lambda s, row=rows[-1], server=servers[-1]: server.renders(row, s)
+                    edges[rows[-1]] = servers[-1]
+            measure(rows, edges, args)
+        finally:
+            for server in servers:
+                server.stop()
+    print_table(rows, sources, thumbor, thumbor_note, args, started)
 
 
 if __name__ == "__main__":

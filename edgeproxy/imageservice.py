@@ -170,6 +170,7 @@ class ImageService:
         try:
             obj = make_cached_object(body)
         except ValueError:
+            log.warn("origin sent {key}, which is not an allowed image (first bytes {head!r}): not cached", key=request.key, head=body[:16])
             raise EdgeError(502, "origin sent something that is not an image") from None
         self._store(request.key, obj, purges)
         origin_ms = self._ms_since(started)

@@ -4,8 +4,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from twisted.internet import reactor
-
 from edgeproxy.origins.http import ClientService
 from tests.loopback import Backend
 from tests.s3server import Regions, S3Server

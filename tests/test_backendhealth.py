@@ -1,6 +1,5 @@
 """Passive health, panic mode, the concurrency cap and hedging, against loopback servers that fail for real."""
 
-import pytest
 import pytest_twisted
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
@@ -8,7 +7,6 @@ from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 
 from edgeproxy.errors import FailureKind, OriginFailure
-from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
 from tests.images import name_of, photo
 from tests.shards import one_pair, pair_origin

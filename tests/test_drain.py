@@ -3,7 +3,6 @@
 import signal
 import socket
 import time
-import urllib.request
 
 import pytest_twisted
 from twisted.internet import threads

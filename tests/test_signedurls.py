@@ -2,7 +2,6 @@
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import ensureDeferred
 
 from edgeproxy.signing import Signer
 from tests.edge import Edge, pair_map

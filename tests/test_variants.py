@@ -2,9 +2,11 @@
 
 import os
 import signal
+from pathlib import Path
 
 import pyvips
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
@@ -15,6 +17,23 @@ from tests.images import name_of, photo
 IMAGE = photo(1200, 900, seed=5)
 NAME = name_of(IMAGE)
 VARIANTS = {"thumb.jpg": (150, 150), "480x0.webp": (480, 360), "small/seo-slug.png": (320, 240), "small.jpg": (320, 240)}
+
+
+def nice_values(pid: str = "self") -> dict[str, set[int]]:
+    """The nice value of every thread of a process, by thread name."""
+    found: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name, stat = (task / "comm").read_text().strip(), (task / "stat").read_text()
+        except OSError:
+            continue  # a thread that just ended
+        found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[16]))
+    return found
+
+
+def renders_done() -> float:
+    """Renders finished in this process so far (each observed once in edgeproxy_render_seconds)."""
+    return REGISTRY.get_sample_value("edgeproxy_render_seconds_count")
 
 
 async def get(edge, path):
@@ -29,13 +48,18 @@ async def test_different_variants_of_one_image_share_one_origin_fetch(tmp_path, 
     primary.resource.slow_seconds = 0.5
     edge = Edge(tmp_path, {("resize", "presets"): "thumb=150x150-cover small=320x0"}, tokenmap=pair_map(primary))
     try:
+        renders = renders_done()
         paths = [f"/{NAME}/{variant}" for variant in VARIANTS] * 5
         results = await DeferredList([ensureDeferred(get(edge, p)) for p in paths], consumeErrors=True)
         assert primary.hits == 1
+        assert renders_done() - renders == len(VARIANTS)  # 20 requests, one render per variant
         for (ok, (status, x_cache, body)), path in zip(results, paths):
             assert ok and status == 200 and x_cache == "MISS"
             image = pyvips.Image.new_from_buffer(body, "")
             assert (image.width, image.height) == VARIANTS[path.split("/", 2)[2]]
+        reactor_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        assert min(nice_values()["libvips worker"]) >= min(19, reactor_nice + 10)  # renders yield the CPU to hits
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == reactor_nice
         for variant in VARIANTS:
             assert (await get(edge, f"/{NAME}/{variant}"))[:2] == (200, "HIT-MEMORY")
         assert (await get(edge, f"/{NAME}.jpg"))[1] == "HIT-MEMORY"  # the original is an object of its own
@@ -143,10 +167,38 @@ async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_pat
         assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 320
         assert (await get(edge, f"/{name_of(truncated)}/small.jpg"))[0] == 502
         renderer = edge.site.handler.images._renderer
+        for pid in renderer._executor._processes:  # every thread of a render process yields the CPU to hits
+            assert set().union(*nice_values(str(pid)).values()) == {min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10)}
         for pid in list(renderer._executor._processes):
             os.kill(pid, signal.SIGKILL)
         await deferLater(reactor, 0.2, lambda: None)
         statuses = [(await get(edge, f"/{NAME}/480x0.jpg"))[0] for _ in range(2)]
         assert statuses[-1] == 200 and set(statuses) <= {200, 502}
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hit_is_served_while_renders_saturate_the_pool(tmp_path, backends):
+    """Both workers busy with ~1 s renders and more waiting: a hit on the original and on a
+    rendered variant are answered before any render finishes, so neither waited for a worker."""
+    big = photo(2400, 1800, seed=11)
+    primary = backends({f"/{name_of(big)}.jpg": big})
+    sizes = [f"{w}x0" for w in (320, 1500, 1600, 1700, 1800, 1900)]
+    changes = {("resize", "allowed_sizes"): " ".join(sizes), ("resize", "render_workers"): "2", ("resize", "render_queue"): "8"}
+    edge = Edge(tmp_path, changes, tokenmap=pair_map(primary))
+    queue = edge.site.handler.images.queue
+    try:
+        assert (await get(edge, f"/{name_of(big)}.jpg"))[0] == 200
+        assert (await get(edge, f"/{name_of(big)}/320x0.jpg"))[0] == 200
+        renders = [ensureDeferred(get(edge, f"/{name_of(big)}/{size}.png")) for size in sizes[1:]]
+        while queue.running < 2 or queue.waiting < 3:
+            await deferLater(reactor, 0.002, lambda: None)
+        finished = renders_done()
+        hits = [await get(edge, f"/{name_of(big)}.jpg"), await get(edge, f"/{name_of(big)}/320x0.jpg")]
+        assert [hit[:2] for hit in hits] == [(200, "HIT-MEMORY")] * 2
+        assert hits[0][2] == big
+        assert renders_done() == finished and queue.running == 2  # the pool was saturated throughout
+        assert [(ok, result[0]) for ok, result in await DeferredList(renders)] == [(True, 200)] * len(renders)
     finally:
         await edge.stop()
