@@ -50,8 +50,8 @@ class StatusResource(Resource):
 
     def _summary(self) -> str:
         history = self._history
-        points = history.samples
-        rate = (points[-1][2] - points[-2][2]) / history.step if len(points) > 1 else 0.0
+        last, now = (history.samples[-1] if history.samples else history.now()), history.now()
+        rate = (now[2] - last[2]) / (now[0] - last[0]) if now[0] > last[0] else 0.0
         queue = self._images.queue
         return (
             f"<p><span class=big id=ratio5m>{history.hit_ratio():.1%}</span> hit ratio, last 5 minutes · "
@@ -107,7 +107,10 @@ def _plot(points: Iterable[tuple[float, float | None]]) -> str:
     lines, run = [], []
     for t, ratio in points + [(end, None)]:
         if ratio is None:
-            if run:
+            if len(run) == 1:  # a lone step between gaps (or the first one) is a dot
+                cx, cy = run[0].split(",")
+                lines.append(f'<circle cx={cx} cy={cy} r=3 fill="#0a6"/>')
+            elif run:
                 lines.append(f'<polyline fill=none stroke="#0a6" stroke-width=2 points="{" ".join(run)}"/>')
             run = []
         else:
