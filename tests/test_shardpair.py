@@ -169,3 +169,22 @@ async def test_a_cancel_by_the_caller_is_a_cancel_in_every_phase(backends, clien
         request.cancel()
         with pytest.raises(CancelledError):
             await request
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broken_hop_is_logged_with_its_reason_and_a_404_hop_is_not(backends, clients):
+    from twisted.logger import globalLogPublisher
+
+    lines = []
+    observer = lambda event: lines.append(event.get("log_format", "")) if "origin hop" in event.get("log_format", "") else None  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        primary, secondary = backends(FILES), backends(FILES)
+        primary.set_mode("404")
+        assert await pair_origin(clients, [primary, secondary]).fetch(NAME, "jpg") == IMAGE
+        assert lines == []
+        primary.set_mode("500")
+        assert await pair_origin(clients, [primary, secondary]).fetch(NAME, "jpg") == IMAGE
+        assert len(lines) == 1
+    finally:
+        globalLogPublisher.removeObserver(observer)

@@ -34,7 +34,12 @@ async def first_success(where: str, attempts: Sequence[tuple[str, Attempt]]) -> 
 
 
 def log_hop(name: str, failure: OriginFailure) -> None:
-    if isinstance(failure, SkippedHop):
+    """
+    A broken hop is logged with its reason. A 404 is an answer, not a failure: a name
+    that exists nowhere (a bogus URL, a scan) would log a line per hop per request;
+    edgeproxy_origin_requests_total{code="404"} counts them.
+    """
+    if isinstance(failure, SkippedHop) or failure.kind is FailureKind.NOT_FOUND:
         return
     log.info("origin hop {name} failed: {reason}", name=name, reason=failure.reason)
 
