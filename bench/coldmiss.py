@@ -1,5 +1,5 @@
 """
-A 100-way cold miss: 100 clients, already connected, ask a real `twistd -n edgeproxy`
+A 100-way cold miss: 100 clients (h2load --h1, one request each) ask a real `twistd -n edgeproxy`
 for one image it has never seen, at the same instant. The origin answers after a
 fixed delay and counts requests. Prints origin requests, and the waiters' p50/p99
 next to the origin's own latency.

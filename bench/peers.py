@@ -6,7 +6,7 @@ origin, each cache on its own 127.0.0.1 port, measured one after another in one 
                           [--only hits,coldmiss,memory,soak] [--systems edgeproxy,varnish,nginx]
 
 Parts: hits (the same wrk run rotating over every URL: req/s, p50, p99, ratios), coldmiss
-(100 connected clients ask for one new image at once: origin requests, waiter latency),
+(100 clients, h2load --h1, ask for one new image at once: origin requests, waiter latency),
 memory (RSS before and after caching the whole set, per cached byte) and soak (a mixed
 wrk run with RSS sampled against the memory budget). Needs Debian's varnish, nginx and
 wrk; a missing one prints the apt-get command and exits 2. Every process it starts is
@@ -300,7 +300,7 @@ def print_hits(systems: list[System], args: argparse.Namespace, ctx: dict) -> No
 
 
 def print_coldmiss(systems: list[System], args: argparse.Namespace) -> None:
-    print(f"\n## cold miss: {args.clients} connected clients ask for one never-asked image at once, "
+    print(f"\n## cold miss: {args.clients} clients (h2load --h1) ask for one never-asked image at once, "
           f"origin delay {args.delay_ms:g} ms, {args.rounds} round(s), a new image each")
     print(f"{'system':<11}{'image':<10}{'origin reqs':>12}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'p50-origin':>12}")
     for system in systems:
@@ -371,6 +371,8 @@ def check_packages(args: argparse.Namespace) -> None:
     needed = [PACKAGES[s] for s in args.systems if s in PACKAGES]
     if {"hits", "soak"} & set(args.only):
         needed.append(("wrk", "wrk"))
+    if "coldmiss" in args.only:
+        needed.append(("h2load", "nghttp2-client"))
     missing = [package for executable, package in needed if shutil.which(executable) is None]
     if missing:
         print(f"missing Debian packages; install them with:\n    apt-get install -y {' '.join(missing)}", file=sys.stderr)
