@@ -135,6 +135,47 @@ class DiskTier:
             self._delete(key)
         return keys
 
+    def reserve(self, key: bytes, size: int) -> bool:
+        """
+        Another process (a worker) asks to write `key`: indexed now, within the budget
+        (evicting what must go), written by the asker, who then calls `reserved_written`.
+        False if it is indexed already (a hit for the policy), too big, or the index is
+        not rebuilt yet: then the asker does not write.
+        """
+        if key in self._index:
+            self._index.get(key)
+            return False
+        if not self._ready or key in self._writing or size > self._index.maxsize:
+            return False
+        self._index[key] = size
+        self.spilled += 1
+        self._writing[key] = b""
+        return True
+
+    def reserved_written(self, key: bytes, ok: bool) -> None:
+        """The asker of `reserve` renamed the file into place (or failed to)."""
+        if key not in self._writing:
+            return
+        if ok:
+            self._written(None, key)
+        else:
+            del self._writing[key]
+            self._index.pop(key, None)
+
+    def abandon(self, key: bytes) -> None:
+        """The asker of `reserve` died mid-write: the entry is dropped, and its file if it got there."""
+        self._index.pop(key, None)
+        self.reserved_written(key, True)
+
+    def touch(self, key: bytes) -> None:
+        """A worker read `key`: the eviction policy counts the hit."""
+        self._index.get(key)
+
+    def forget(self, key: bytes) -> None:
+        """A worker found `key` corrupt (and deleted it)."""
+        if self._index.pop(key, None) is not None:
+            self._delete(key)
+
     def _evicted(self, key: bytes, size: int) -> None:
         self.evictions += 1
         self._delete(key)
@@ -145,20 +186,10 @@ class DiskTier:
         self._mutate(_unlink, self._path(key)).addErrback(lambda f: log.warn("disk delete failed: {f}", f=f.getErrorMessage()))
 
     def _path(self, key: bytes) -> str:
-        name = diskentry.file_name(key)
-        return os.path.join(self._objects, name[:2], name)
+        return entry_path(self._objects, key)
 
     def _read(self, key: bytes) -> bytes | None:
-        path = self._path(key)
-        try:
-            data = _read_regular_file(path)
-            return diskentry.decode(data, key)
-        except diskentry.CorruptEntry as problem:
-            log.warn("disk entry {path} is corrupt ({problem}): deleted, will refetch", path=path, problem=str(problem))
-            _unlink(path)
-            raise
-        except FileNotFoundError:
-            raise diskentry.CorruptEntry("file is gone") from None
+        return read_entry(self._path(key), key)
 
     def _read_failed(self, failure: Failure, key: bytes) -> None:
         self._index.pop(key)
@@ -167,15 +198,7 @@ class DiskTier:
         return None
 
     def _write(self, key: bytes, body: bytes, temp: str) -> None:
-        path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(diskentry.encode(key, body))
-            os.replace(temp, path)
-        except BaseException:
-            _unlink(temp)
-            raise
+        write_entry(self._path(key), temp, key, body)
 
     def _written(self, _: None, key: bytes) -> None:
         del self._writing[key]
@@ -216,6 +239,37 @@ class DiskTier:
         self._ready = True
         self._purged_early.clear()
         log.info("disk tier indexed {n} entries, {b} bytes", n=len(self._index), b=self._index.currsize)
+
+
+def entry_path(objects: str, key: bytes) -> str:
+    """`objects/xx/<sha256 of key>`."""
+    name = diskentry.file_name(key)
+    return os.path.join(objects, name[:2], name)
+
+
+def read_entry(path: str, key: bytes) -> bytes:
+    """Runs in a thread: the verified body; a corrupt file is deleted and raises CorruptEntry."""
+    try:
+        data = _read_regular_file(path)
+        return diskentry.decode(data, key)
+    except diskentry.CorruptEntry as problem:
+        log.warn("disk entry {path} is corrupt ({problem}): deleted, will refetch", path=path, problem=str(problem))
+        _unlink(path)
+        raise
+    except FileNotFoundError:
+        raise diskentry.CorruptEntry("file is gone") from None
+
+
+def write_entry(path: str, temp: str, key: bytes, body: bytes) -> None:
+    """Runs in a thread: write to `temp`, then rename into place (atomic, no fsync)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(diskentry.encode(key, body))
+        os.replace(temp, path)
+    except BaseException:
+        _unlink(temp)
+        raise
 
 
 def _settle(result: object, done: Deferred) -> None:
