@@ -22,10 +22,10 @@ _ADMIN_PORT = re.compile(r"\] Site starting on (\d+)")
 
 
 class Twistd:
-    def __init__(self, config: str, workdir: Path):
+    def __init__(self, config: str, workdir: Path, workers: int = 1):
         self.log = workdir / f"twistd-{next(_RUNS)}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config]
+        command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config, "--workers", str(workers)]
         self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
         try:
             self.port = self._wait_for_port()
@@ -77,5 +77,5 @@ class Twistd:
 def run_twistd(config: str, workdir: Path) -> subprocess.CompletedProcess:
     """Run twistd to completion (for configs that must stop it at once)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config]
+    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config, "--workers", "1"]
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=30)
