@@ -41,6 +41,7 @@ from edgeproxy.workerproto import Purge, Snapshot
 
 _HASH = re.compile(r"[0-9a-f]{40}")
 _TIMEOUT = 5.0
+_COUNTS = (("hit", "memory"), ("miss", "memory"), ("hit", "disk"), ("miss", "disk"))  # the order of status["counts"]
 _MINIMUM = frozenset({"edgeproxy_backend_up"})
 _OURS = frozenset({"edgeproxy_disk_tier_ready", "edgeproxy_disk_tier_available", "edgeproxy_cache_hit_ratio"})
 _PER_PROCESS = ("process_", "python_")
@@ -102,9 +103,12 @@ class Workers:
         _add(families, "edgeproxy_cache_bytes", {"tier": "disk"}, self.disk.bytes_used)
         _add(families, "edgeproxy_cache_objects", {"tier": "disk"}, len(self.disk))
         _add(families, "edgeproxy_cache_evictions_total", {"tier": "disk"}, self.disk.evictions, "edgeproxy_cache_evictions")
-        lookups = CounterMetricFamily("edgeproxy_worker_lookups", "Cache lookups answered by each worker process.", labels=["worker"])
+        lookups = CounterMetricFamily(
+            "edgeproxy_worker_cache_requests", "edgeproxy_cache_requests_total of each worker process.", labels=["worker", "result", "tier"]
+        )
         for index, _, status in snapshots:
-            lookups.add_metric([str(index)], status["counts"][0] + status["counts"][1])
+            for value, (result, tier) in zip(status["counts"], _COUNTS):
+                lookups.add_metric([str(index), result, tier], value)
         own = [
             GaugeMetricFamily("edgeproxy_cache_hit_ratio", "Hits over lookups in the last 5 minutes.", value=self.history.hit_ratio()),
             GaugeMetricFamily("edgeproxy_disk_tier_ready", "1 once the disk index is rebuilt.", value=int(self.disk.ready)),

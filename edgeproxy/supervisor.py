@@ -14,8 +14,9 @@ import socket
 import sys
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -66,31 +67,65 @@ class SharedListener(Factory):
 
 
 class SharedListeners:
-    """The public sockets, opened once and handed to every worker (and every replacement)."""
+    """
+    The public sockets, opened once and handed to every worker (and every replacement).
+    A TCP endpoint is a socket bound with SO_REUSEPORT that never listens: it holds the
+    port (port 0 gets its number here), and each worker binds its own listening socket
+    beside it, so the kernel spreads new connections evenly over the workers. Any other
+    endpoint (`systemd:`, `unix:`) is one listening socket every worker accepts on.
+    """
 
     def __init__(self, reactor: object, descriptions: tuple[str, ...]):
         self._reactor = reactor
         self._descriptions = descriptions
-        self.ports: list = []
+        self._ports: list = []
+        self._sockets: list[socket.socket | None] = []
 
     def open(self) -> Deferred:
-        return gatherResults([serverFromString(self._reactor, d).listen(SharedListener()) for d in self._descriptions], consumeErrors=True).addCallback(self._opened)
+        return gatherResults([self._open(d) for d in self._descriptions], consumeErrors=True).addCallback(self._opened)
 
-    def _opened(self, ports: list) -> None:
-        for port in ports:
-            port.stopReading()  # the workers accept; this process only keeps the socket open
-            port._shouldShutdown = False  # closing our copy must not shut the socket down under the workers
-        self.ports = ports
+    def _open(self, description: str) -> Deferred:
+        endpoint = serverFromString(self._reactor, description)
+        if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+            return maybeDeferred(_reserve_port, endpoint)
+        return endpoint.listen(SharedListener())
+
+    def _opened(self, opened: list) -> None:
+        for item in opened:
+            if isinstance(item, socket.socket):
+                self._sockets.append(item)
+                log.info("public port {port} reserved (SO_REUSEPORT): the workers listen on it", port=item.getsockname()[1])
+            else:
+                item.stopReading()  # the workers accept; this process only keeps the socket open
+                item._shouldShutdown = False  # closing our copy must not shut the socket down under the workers
+                self._ports.append(item)
+                self._sockets.append(None)
 
     @property
     def fds(self) -> list[int]:
-        return [port.fileno() for port in self.ports]
+        ports = iter(self._ports)
+        return [held.fileno() if held is not None else next(ports).fileno() for held in self._sockets]
 
     def close(self) -> None:
         """Our copies go; once the workers close theirs, new connections are refused."""
-        for port in self.ports:
+        for port in self._ports:
             port.stopListening()
-        self.ports = []
+        for held in self._sockets:
+            if held is not None:
+                held.close()
+        self._ports, self._sockets = [], []
+
+
+def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
+    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+    held = socket.socket(family, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        held.bind((endpoint._interface, endpoint._port))  # Twisted keeps these private
+    except OSError as error:
+        held.close()
+        raise CannotListenError(endpoint._interface, endpoint._port, error) from None
+    return held
 
 
 class WorkerPool(Service):

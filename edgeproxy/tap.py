@@ -70,6 +70,13 @@ def makeService(options: Options) -> IService:
     workers = options["workers"] or config.edge.workers or available_cpus()
     if workers == 1:
         return build_service(config)
+    tls_endpoints = [d for d in config.edge.listen if d.split(":", 1)[0] in ("ssl", "tls")]
+    if tls_endpoints:
+        sys.stderr.write(
+            f"edgeproxy: {config.path}: [edge] listen: {tls_endpoints[0]!r} cannot be shared by {workers} workers: "
+            "use a [tls] section (or --workers 1)\n"
+        )
+        raise SystemExit(2)
     from edgeproxy.supervisor import build_supervisor
 
     return build_supervisor(config, workers)

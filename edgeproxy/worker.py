@@ -20,7 +20,7 @@ from typing import IO
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText
 from twisted.protocols import amp
@@ -52,19 +52,39 @@ def build_worker(config: Config, index: int, count: int) -> MultiService:
     drain = DrainService(HealthResource(), lambda: len(edge.images.flights), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
     fds = iter(range(FIRST_LISTENER_FD, FIRST_LISTENER_FD + 64))
-    for _ in config.edge.listen:
-        _adopt(reactor, next(fds), edge.site, drain)
+    for description in config.edge.listen:
+        _adopt(reactor, next(fds), description, edge.site, drain)
     if config.tls is not None:
         factory = tls_factory(SNIServerContexts(config.tls.certificates), edge.site)
-        for _ in config.tls.listen:
-            _adopt(reactor, next(fds), factory, drain)
+        for description in config.tls.listen:
+            _adopt(reactor, next(fds), description, factory, drain)
     return top
 
 
-def _adopt(reactor: object, fd: int, factory: Factory, parent: MultiService) -> None:
-    with socket.socket(fileno=os.dup(fd)) as probe:
-        family = probe.family
+def _adopt(reactor: object, fd: int, description: str, factory: Factory, parent: MultiService) -> None:
+    """
+    A listening socket is accepted on as it is; a bound one (a TCP port the supervisor
+    holds with SO_REUSEPORT) gets a listening sibling of this worker's own on the same address.
+    """
+    with socket.socket(fileno=os.dup(fd)) as held:
+        family = held.family
+        if not held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            os.close(fd)
+            fd = _listen_beside(held, _backlog(reactor, description))
     StreamServerEndpointService(AdoptedStreamServerEndpoint(reactor, fd, family), factory).setServiceParent(parent)
+
+
+def _listen_beside(held: socket.socket, backlog: int) -> int:
+    sibling = socket.socket(held.family, socket.SOCK_STREAM)
+    sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sibling.bind(held.getsockname())
+    sibling.listen(backlog)
+    return sibling.detach()
+
+
+def _backlog(reactor: object, description: str) -> int:
+    """The endpoint's `backlog=` (Twisted's default 50): a TCP description parses in any process."""
+    return getattr(serverFromString(reactor, description), "_backlog", 50)
 
 
 def _exit_with_parent() -> None:
