@@ -135,22 +135,23 @@ class DiskTier:
             self._delete(key)
         return keys
 
-    def reserve(self, key: bytes, size: int) -> bool:
+    def reserve(self, key: bytes, size: int) -> "Deferred[bool]":
         """
         Another process (a worker) asks to write `key`: indexed now, within the budget
         (evicting what must go), written by the asker, who then calls `reserved_written`.
         False if it is indexed already (a hit for the policy), too big, or the index is
-        not rebuilt yet: then the asker does not write.
+        not rebuilt yet: then the asker does not write. True only once every delete
+        queued before has run, so an older unlink of `key` cannot land on the new file.
         """
         if key in self._index:
             self._index.get(key)
-            return False
+            return succeed(False)
         if not self._ready or key in self._writing or size > self._index.maxsize:
-            return False
+            return succeed(False)
         self._index[key] = size
         self.spilled += 1
         self._writing[key] = b""
-        return True
+        return self._mutate(lambda: True)
 
     def reserved_written(self, key: bytes, ok: bool) -> None:
         """The asker of `reserve` renamed the file into place (or failed to)."""

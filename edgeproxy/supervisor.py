@@ -276,10 +276,13 @@ class OwnerProtocol(amp.AMP):
         self._pending: set[bytes] = set()
 
     @Reserve.responder
-    def reserve(self, key: bytes, size: int) -> dict:
-        write = self._disk.reserve(key, size)
-        if write:
-            self._pending.add(key)
+    def reserve(self, key: bytes, size: int) -> Deferred[dict]:
+        self._pending.add(key)  # from the moment it is indexed: if the worker dies before the answer, it goes too
+        return self._disk.reserve(key, size).addCallback(self._reserved, key)
+
+    def _reserved(self, write: bool, key: bytes) -> dict:
+        if not write:
+            self._pending.discard(key)
         return {"write": write}
 
     @Written.responder
