@@ -1,7 +1,8 @@
 """
 The supervisor's admin port: one view of all workers. /metrics asks every worker for
 its Prometheus text and merges it (counters, gauges and histogram buckets summed;
-`edgeproxy_backend_up` the minimum, so a backend any worker sees down shows down;
+`edgeproxy_backend_up` and `edgeproxy_disk_tier_available` the minimum, so a backend
+any worker sees down shows down;
 the hit ratio recomputed from the summed counts), adds the disk tier (owned here) and
 each process's own `process_*`/`python_*` series labelled `worker`. POST /purge asks
 every worker, then the disk; /status shows the totals and a row per worker.
@@ -42,8 +43,8 @@ from edgeproxy.workerproto import Purge, Snapshot
 _HASH = re.compile(r"[0-9a-f]{40}")
 _TIMEOUT = 5.0
 _COUNTS = (("hit", "memory"), ("miss", "memory"), ("hit", "disk"), ("miss", "disk"))  # the order of status["counts"]
-_MINIMUM = frozenset({"edgeproxy_backend_up"})
-_OURS = frozenset({"edgeproxy_disk_tier_ready", "edgeproxy_disk_tier_available", "edgeproxy_cache_hit_ratio"})
+_MINIMUM = frozenset({"edgeproxy_backend_up", "edgeproxy_disk_tier_available"})
+_OURS = frozenset({"edgeproxy_disk_tier_ready", "edgeproxy_cache_hit_ratio"})
 _PER_PROCESS = ("process_", "python_")
 _OWN = CollectorRegistry()
 for _collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -75,11 +76,11 @@ class Workers:
         self.history = TrafficHistory(self, reactor)
         self.last: list[tuple[int, bytes, dict]] = []
 
-    def gather(self) -> Deferred:
-        """[(worker index, Prometheus text, status dict)] of every worker that answered in time."""
+    def gather(self, with_metrics: bool = False) -> Deferred:
+        """[(worker index, Prometheus text or b"", status dict)] of every worker that answered in time."""
         calls = []
         for index, channel in self._pool.channels():
-            d = channel.callRemote(Snapshot)
+            d = channel.callRemote(Snapshot, with_metrics=with_metrics)
             timeout = self._reactor.callLater(_TIMEOUT, d.cancel)
             d.addBoth(lambda r, t=timeout: (t.active() and t.cancel(), r)[1])
             calls.append(d.addCallback(lambda answer, i=index: (i, answer["metrics"], json.loads(answer["status"]))))
@@ -96,13 +97,16 @@ class Workers:
         return self.gather().addCallback(lambda _: self.history.sample())
 
     def metrics_text(self, request: Request) -> Deferred:
-        return self.gather().addCallback(lambda snapshots: generate_latest(_Fixed(self._families(snapshots))))
+        return self.gather(with_metrics=True).addCallback(lambda snapshots: generate_latest(_Fixed(self._families(snapshots))))
 
     def _families(self, snapshots: list) -> list[Metric]:
         families = merge_metrics([(str(i), text) for i, text, _ in snapshots] + [("supervisor", generate_latest(_OWN))])
         _add(families, "edgeproxy_cache_bytes", {"tier": "disk"}, self.disk.bytes_used)
         _add(families, "edgeproxy_cache_objects", {"tier": "disk"}, len(self.disk))
         _add(families, "edgeproxy_cache_evictions_total", {"tier": "disk"}, self.disk.evictions, "edgeproxy_cache_evictions")
+        available = families.get("edgeproxy_disk_tier_available")  # 0 if any worker's writes, or our deletes, fail
+        if available is not None and not self.disk.available:
+            available.samples = [sample._replace(value=0.0) for sample in available.samples]
         lookups = CounterMetricFamily(
             "edgeproxy_worker_cache_requests", "edgeproxy_cache_requests_total of each worker process.", labels=["worker", "result", "tier"]
         )
@@ -112,7 +116,6 @@ class Workers:
         own = [
             GaugeMetricFamily("edgeproxy_cache_hit_ratio", "Hits over lookups in the last 5 minutes.", value=self.history.hit_ratio()),
             GaugeMetricFamily("edgeproxy_disk_tier_ready", "1 once the disk index is rebuilt.", value=int(self.disk.ready)),
-            GaugeMetricFamily("edgeproxy_disk_tier_available", "0 while the disk tier is failing.", value=int(self.disk.available)),
             GaugeMetricFamily("edgeproxy_workers", "Worker processes running.", value=len(self._pool.workers)),
             lookups,
         ]

@@ -107,10 +107,11 @@ class WorkerProtocol(amp.AMP):
         self._lost = lost
 
     @Snapshot.responder
-    def snapshot(self) -> dict:
+    def snapshot(self, with_metrics: bool) -> dict:
         from prometheus_client import REGISTRY, generate_latest
 
-        return {"metrics": generate_latest(REGISTRY), "status": json.dumps(status_of(self._edge)).encode()}
+        text = generate_latest(REGISTRY) if with_metrics else b""
+        return {"metrics": text, "status": json.dumps(status_of(self._edge)).encode()}
 
     @Purge.responder
     def purge(self, image_hash: str) -> dict:

@@ -62,9 +62,9 @@ class Forget(amp.Command):
 
 
 class Snapshot(amp.Command):
-    """The worker's Prometheus text and, as JSON, what the status page shows."""
+    """The worker's Prometheus text (empty unless asked for) and, as JSON, what the status page shows."""
 
-    arguments: list = []
+    arguments = [(b"with_metrics", amp.Boolean())]
     response = [(b"metrics", BigBytes()), (b"status", BigBytes())]
 
 
