@@ -67,7 +67,7 @@ def makeService(options: Options) -> IService:
 
         index, count = (int(part) for part in options["worker-of"].split("/"))
         return build_worker(config, index, count)
-    workers = options["workers"] or config.edge.workers or available_cpus()
+    workers = worker_count(options["workers"], config.edge.workers)
     if workers == 1:
         return build_service(config)
     tls_endpoints = [d for d in config.edge.listen if d.split(":", 1)[0] in ("ssl", "tls")]
@@ -80,6 +80,11 @@ def makeService(options: Options) -> IService:
     from edgeproxy.supervisor import build_supervisor
 
     return build_supervisor(config, workers)
+
+
+def worker_count(option: int | None, configured: int) -> int:
+    """--workers wins over [edge] workers; `auto` (0) and neither mean one per CPU."""
+    return option or configured or available_cpus()
 
 
 def available_cpus() -> int:
