@@ -35,7 +35,7 @@ from edgeproxy.config import Config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.imageservice import CacheCounts
 from edgeproxy.metrics import TrafficHistory
-from edgeproxy.services import HookService
+from edgeproxy.services import HookService, cancelling
 from edgeproxy.statuspage import StatusResource
 from edgeproxy.supervisor import WorkerPool
 from edgeproxy.workerproto import Purge, Snapshot
@@ -81,8 +81,7 @@ class Workers:
         calls = []
         for index, channel in self._pool.channels():
             d = channel.callRemote(Snapshot, with_metrics=with_metrics)
-            timeout = self._reactor.callLater(_TIMEOUT, d.cancel)
-            d.addBoth(lambda r, t=timeout: (t.active() and t.cancel(), r)[1])
+            d.addBoth(cancelling, self._reactor.callLater(_TIMEOUT, d.cancel))
             calls.append(d.addCallback(lambda answer, i=index: (i, answer["metrics"], json.loads(answer["status"]))))
         return DeferredList(calls, consumeErrors=True).addCallback(self._gathered)
 

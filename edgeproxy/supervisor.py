@@ -26,7 +26,7 @@ from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.reload import SighupService
-from edgeproxy.services import HookService, SequentialService, thread_pool
+from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
 from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Forget, Reserve, Touch, Written
 
 log = Logger()
@@ -209,7 +209,7 @@ class WorkerPool(Service):
         for process in list(self.workers.values()):
             process.signal("TERM")
         kill = self._reactor.callLater(self._config.edge.drain_timeout + _KILL_GRACE, self._kill_all)
-        return self._stopped.addBoth(lambda result: (kill.active() and kill.cancel(), result)[1])
+        return self._stopped.addBoth(cancelling, kill)
 
     def _kill_all(self) -> None:
         for process in list(self.workers.values()):
