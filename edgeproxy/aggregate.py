@@ -32,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
-from edgeproxy.disktier import DiskTier
+from edgeproxy.diskowner import DiskOwner
 from edgeproxy.imageservice import CacheCounts
 from edgeproxy.metrics import TrafficHistory
 from edgeproxy.services import HookService, cancelling
@@ -51,7 +51,7 @@ for _collector in (ProcessCollector, PlatformCollector, GCCollector):
     _collector(registry=_OWN)
 
 
-def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskTier, health: HealthResource, parts: MultiService, top: MultiService) -> None:
+def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskOwner, health: HealthResource, parts: MultiService, top: MultiService) -> None:
     workers = Workers(reactor, pool, disk)
     loop = LoopingCall(workers.sample)
     loop.clock = reactor
@@ -68,7 +68,7 @@ def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskTie
 class Workers:
     """Snapshots of every worker, gathered on demand, and what is computed from them."""
 
-    def __init__(self, reactor: object, pool: WorkerPool, disk: DiskTier):
+    def __init__(self, reactor: object, pool: WorkerPool, disk: DiskOwner):
         self._reactor = reactor
         self._pool = pool
         self.disk = disk
@@ -202,7 +202,7 @@ class _Top:
         return self._tally.most_common(n)
 
 
-def _view(statuses: list[dict], disk: DiskTier, counts: CacheCounts) -> SimpleNamespace:
+def _view(statuses: list[dict], disk: DiskOwner, counts: CacheCounts) -> SimpleNamespace:
     """What StatusResource reads of an ImageService, summed over the workers."""
     memory = [sum(s["memory"][i] for s in statuses) for i in range(4)]
     queue = [sum(s["queue"][i] for s in statuses) for i in range(3)]

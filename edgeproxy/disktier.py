@@ -135,48 +135,6 @@ class DiskTier:
             self._delete(key)
         return keys
 
-    def reserve(self, key: bytes, size: int) -> "Deferred[bool]":
-        """
-        Another process (a worker) asks to write `key`: indexed now, within the budget
-        (evicting what must go), written by the asker, who then calls `reserved_written`.
-        False if it is indexed already (a hit for the policy), too big, or the index is
-        not rebuilt yet: then the asker does not write. True only once every delete
-        queued before has run, so an older unlink of `key` cannot land on the new file.
-        """
-        if key in self._index:
-            self._index.get(key)
-            return succeed(False)
-        if not self._ready or key in self._writing or size > self._index.maxsize:
-            return succeed(False)
-        self._index[key] = size
-        self.spilled += 1
-        self._writing[key] = b""
-        return self._mutate(lambda: True)
-
-    def reserved_written(self, key: bytes, ok: bool) -> None:
-        """The asker of `reserve` renamed the file into place (or failed to)."""
-        if key not in self._writing:
-            return
-        if ok:
-            self._written(None, key)
-        else:
-            del self._writing[key]
-            self._index.pop(key, None)
-
-    def abandon(self, key: bytes) -> None:
-        """The asker of `reserve` died mid-write: the entry is dropped, and its file if it got there."""
-        self._index.pop(key, None)
-        self.reserved_written(key, True)
-
-    def touch(self, key: bytes) -> None:
-        """A worker read `key`: the eviction policy counts the hit."""
-        self._index.get(key)
-
-    def forget(self, key: bytes) -> None:
-        """A worker found `key` corrupt (and deleted it)."""
-        if self._index.pop(key, None) is not None:
-            self._delete(key)
-
     def _evicted(self, key: bytes, size: int) -> None:
         self.evictions += 1
         self._delete(key)

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
-from edgeproxy.disktier import DiskTier
+from edgeproxy.diskowner import DiskOwner
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
 from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Forget, Reserve, Touch, Written
@@ -47,7 +47,7 @@ def build_supervisor(config: Config, workers: int) -> MultiService:
     parts = MultiService()
     parts.setServiceParent(top)
     cache = config.cache
-    disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, thread_pool("edgeproxy-disk", 2, parts), cache.policy)
+    disk = DiskOwner(cache.disk_path, cache.disk_bytes, reactor, reactor, thread_pool("edgeproxy-disk", 2, parts), cache.policy)
     HookService(start=disk.start).setServiceParent(parts)
     health = HealthResource()
     pool = WorkerPool(reactor, config, workers, disk, health)
@@ -129,7 +129,7 @@ def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.s
 
 
 class WorkerPool(Service):
-    def __init__(self, reactor: object, config: Config, count: int, disk: DiskTier, health: HealthResource):
+    def __init__(self, reactor: object, config: Config, count: int, disk: DiskOwner, health: HealthResource):
         self._reactor = reactor
         self._config = config
         self.count = count
@@ -228,7 +228,7 @@ class WorkerProcess(ProcessProtocol):
         self.channel: OwnerProtocol | None = None
         self._partial = {1: b"", 2: b""}
 
-    def start(self, reactor: object, command: list[str], listener_fds: list[int], disk: DiskTier) -> None:
+    def start(self, reactor: object, command: list[str], listener_fds: list[int], disk: DiskOwner) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()}
         child_fds.update((FIRST_LISTENER_FD + i, fd) for i, fd in enumerate(listener_fds))
@@ -269,7 +269,7 @@ class WorkerProcess(ProcessProtocol):
 class OwnerProtocol(amp.AMP):
     """The supervisor's end of a worker's channel: the disk index answers its questions."""
 
-    def __init__(self, disk: DiskTier, index: int):
+    def __init__(self, disk: DiskOwner, index: int):
         super().__init__()
         self._disk = disk
         self.index = index

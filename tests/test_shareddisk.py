@@ -1,6 +1,6 @@
 """
 The disk tier shared by workers, in one process on real files: a supervisor-side
-DiskTier that indexes and evicts, and SharedDisk clients that ask it, write and read.
+DiskOwner that indexes and evicts, and SharedDisk clients that ask it, write and read.
 The AMP channel is replaced by direct calls to the owner's responders.
 """
 
@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from edgeproxy import diskentry
-from edgeproxy.disktier import DiskTier
+from edgeproxy.diskowner import DiskOwner
 from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.supervisor import OwnerProtocol
 from edgeproxy.workerproto import Forget, Reserve, Touch, Written
@@ -34,7 +34,7 @@ def channel(owner: OwnerProtocol):
 
 
 async def started(root, pool, budget):  # noqa: F811
-    owner = DiskTier(str(root), budget, reactor, Clock(), pool, "s3fifo")
+    owner = DiskOwner(str(root), budget, reactor, Clock(), pool, "s3fifo")
     await owner.start()
     workers = []
     for index in range(2):
@@ -107,5 +107,5 @@ async def test_a_corrupt_entry_is_a_miss_and_forgotten(tmp_path, pool):  # noqa:
 
 @pytest_twisted.ensureDeferred
 async def test_nothing_is_reserved_before_the_index_is_rebuilt(tmp_path, pool):  # noqa: F811
-    owner = DiskTier(str(tmp_path), 1 << 20, reactor, Clock(), pool, "s3fifo")
+    owner = DiskOwner(str(tmp_path), 1 << 20, reactor, Clock(), pool, "s3fifo")
     assert await owner.reserve(b"k.jpg", 10) is False
