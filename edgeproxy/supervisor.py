@@ -218,7 +218,7 @@ class WorkerPool(Service):
 
 
 class WorkerProcess(ProcessProtocol):
-    """One worker: its log lines (stdout, stderr) go to this process's log; its channel is AMP."""
+    """One worker: its log lines (stderr) go to this process's log, its stdout is ours; its channel is AMP."""
 
     def __init__(self, index: int, pool: WorkerPool, started: float):
         self.index = index
@@ -226,11 +226,11 @@ class WorkerProcess(ProcessProtocol):
         self.started = started
         self.pid: int | None = None
         self.channel: OwnerProtocol | None = None
-        self._partial = {1: b"", 2: b""}
+        self._partial = {2: b""}
 
     def start(self, reactor: object, command: list[str], listener_fds: list[int], disk: DiskOwner) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r", CHANNEL_FD: theirs.fileno()}
+        child_fds: dict[int, object] = {0: "w", 1: 1, 2: "r", CHANNEL_FD: theirs.fileno()}
         child_fds.update((FIRST_LISTENER_FD + i, fd) for i, fd in enumerate(listener_fds))
         env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV_DROPPED}
         try:

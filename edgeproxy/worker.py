@@ -160,8 +160,13 @@ class ChannelService(Service):
             self._reactor.stop()
 
 
-def log_observer(out: IO[str] = sys.stdout) -> FileLogObserver:
-    """For twistd --logger: no timestamp (the supervisor's log adds its own), flushed line by line."""
+def log_observer(out: IO[str] | None = None) -> FileLogObserver:
+    """
+    For twistd --logger: to stderr, which the supervisor reads into its own log (stdout
+    is the supervisor's own stdout, for whatever writes there); no timestamp (the
+    supervisor's log adds its own); flushed line by line.
+    """
+    out = out or sys.stderr
 
     def line(event: dict) -> str | None:
         text = formatEventAsClassicLogText(event, formatTime=lambda _: "")
