@@ -57,6 +57,7 @@ class EdgeConfig:
     extensions: frozenset[str]
     drain_timeout: float
     limits: ConnectionLimits
+    workers: int  # 0: the CPU count
 
 
 @dataclass(frozen=True)
@@ -353,11 +354,17 @@ def parse_presets(max_dimension: int) -> Callable[[str], dict[str, Geometry]]:
     return parse
 
 
-def load_config(path: str) -> Config:
-    """Read and validate the whole file; raises ConfigError with one line."""
+def load_config(path: str, inherited_listeners: bool = False) -> Config:
+    """
+    Read and validate the whole file; raises ConfigError with one line. A worker
+    process (`inherited_listeners`) serves sockets its supervisor opened from the
+    public endpoints (checked there): it does not parse them again, since a `systemd:`
+    endpoint only parses in the process systemd handed the sockets to.
+    """
     parser = _read(path)
     origins = _origins(_Section(parser, path, "origins"))
-    edge = _edge(_Section(parser, path, "edge"))
+    listen = (lambda raw: tuple(raw.split())) if inherited_listeners else parse_endpoints
+    edge = _edge(_Section(parser, path, "edge"), listen)
     resize = _resize(_Section(parser, path, "resize"))
     if resize.source_ext not in edge.extensions:
         raise _Section(parser, path, "resize").fail("source_ext", f"{resize.source_ext!r} is not in [edge] extensions")
@@ -372,14 +379,14 @@ def load_config(path: str) -> Config:
         s3=_s3(parser, path) if "s3" in origins.chain else (),
         security=_security(_Section(parser, path, "security")),
         log=_log(_Section(parser, path, "log")),
-        tls=_tls(_Section(parser, path, "tls")) if parser.has_section("tls") else None,
+        tls=_tls(_Section(parser, path, "tls"), listen) if parser.has_section("tls") else None,
     )
 
 
 KNOWN_KEYS = {
     "edge": {
         "listen", "admin_listen", "hostnames", "extensions", "drain_timeout",
-        "header_timeout", "idle_timeout", "send_timeout", "max_connections",
+        "header_timeout", "idle_timeout", "send_timeout", "max_connections", "workers",
     },
     "log": {"access_log", "success_rate", "errors_per_minute"},
     "cache": {"memory_bytes", "max_object_bytes", "disk_path", "disk_bytes", "negative_ttl", "policy"},
@@ -424,9 +431,9 @@ def _read(path: str) -> configparser.ConfigParser:
     return parser
 
 
-def _edge(section: _Section) -> EdgeConfig:
+def _edge(section: _Section, parse_listen: Callable[[str], tuple[str, ...]]) -> EdgeConfig:
     return EdgeConfig(
-        listen=section.get("listen", parse_endpoints),
+        listen=section.get("listen", parse_listen),
         admin_listen=section.get("admin_listen", parse_endpoints, ("tcp:8081:interface=127.0.0.1",)),
         hostnames=section.get("hostnames", lambda raw: frozenset(h.lower().encode() for h in raw.split())),
         extensions=section.get("extensions", parse_extensions, frozenset({"jpg"})),
@@ -437,6 +444,7 @@ def _edge(section: _Section) -> EdgeConfig:
             send_timeout=section.get("send_timeout", parse_duration, 30.0),
             max_connections=section.get("max_connections", parse_count, 10_000),
         ),
+        workers=section.get("workers", parse_workers, 0),
     )
 
 
@@ -453,6 +461,15 @@ def _log(section: _Section) -> LogConfig:
 
 def _parse_rate(raw: str) -> float:
     return 0.0 if raw.strip() in ("0", "0.0") else parse_share(raw)
+
+
+def parse_workers(raw: str) -> int:
+    """`auto` (0: the CPU count) or a number of processes, 1 to 256."""
+    if raw.strip() == "auto":
+        return 0
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 256:
+        raise ValueError(f"{raw!r} is not auto or a number of processes from 1 to 256")
+    return int(raw)
 
 
 def _cache(section: _Section) -> CacheConfig:
@@ -517,13 +534,13 @@ def _parse_hedge_after(raw: str) -> float | str:
     return raw if raw in ("auto", "off") else parse_duration(raw)
 
 
-def _tls(section: _Section) -> TLSConfig:
+def _tls(section: _Section, parse_listen: Callable[[str], tuple[str, ...]]) -> TLSConfig:
     pairs = section.get("certificates", lambda raw: tuple(_certificate_pair(section, item) for item in raw.split()))
     try:
         SNIServerContexts(pairs)
     except CertificateError as error:
         raise section.fail("certificates", str(error)) from None
-    return TLSConfig(listen=section.get("listen", parse_endpoints), certificates=pairs)
+    return TLSConfig(listen=section.get("listen", parse_listen), certificates=pairs)
 
 
 def _certificate_pair(section: _Section, item: str) -> CertificatePair:

@@ -142,20 +142,10 @@ class DiskTier:
         self._mutate(_unlink, self._path(key)).addErrback(lambda f: log.warn("disk delete failed: {f}", f=f.getErrorMessage()))
 
     def _path(self, key: bytes) -> str:
-        name = diskentry.file_name(key)
-        return os.path.join(self._objects, name[:2], name)
+        return entry_path(self._objects, key)
 
     def _read(self, key: bytes) -> bytes | None:
-        path = self._path(key)
-        try:
-            data = _read_regular_file(path)
-            return diskentry.decode(data, key)
-        except diskentry.CorruptEntry as problem:
-            log.warn("disk entry {path} is corrupt ({problem}): deleted, will refetch", path=path, problem=str(problem))
-            _unlink(path)
-            raise
-        except FileNotFoundError:
-            raise diskentry.CorruptEntry("file is gone") from None
+        return read_entry(self._path(key), key)
 
     def _read_failed(self, failure: Failure, key: bytes) -> None:
         self._index.pop(key)
@@ -164,15 +154,7 @@ class DiskTier:
         return None
 
     def _write(self, key: bytes, body: bytes, temp: str) -> None:
-        path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(diskentry.encode(key, body))
-            os.replace(temp, path)
-        except BaseException:
-            _unlink(temp)
-            raise
+        write_entry(self._path(key), temp, key, body)
 
     def _written(self, _: None, key: bytes) -> None:
         self._write_done(key)
@@ -218,6 +200,37 @@ class DiskTier:
         self._ready = True
         self._purged_early.clear()
         log.info("disk tier indexed {n} entries, {b} bytes", n=len(self._index), b=self._index.currsize)
+
+
+def entry_path(objects: str, key: bytes) -> str:
+    """`objects/xx/<sha256 of key>`."""
+    name = diskentry.file_name(key)
+    return os.path.join(objects, name[:2], name)
+
+
+def read_entry(path: str, key: bytes) -> bytes:
+    """Runs in a thread: the verified body; a corrupt file is deleted and raises CorruptEntry."""
+    try:
+        data = _read_regular_file(path)
+        return diskentry.decode(data, key)
+    except diskentry.CorruptEntry as problem:
+        log.warn("disk entry {path} is corrupt ({problem}): deleted, will refetch", path=path, problem=str(problem))
+        _unlink(path)
+        raise
+    except FileNotFoundError:
+        raise diskentry.CorruptEntry("file is gone") from None
+
+
+def write_entry(path: str, temp: str, key: bytes, body: bytes) -> None:
+    """Runs in a thread: write to `temp`, then rename into place (atomic, no fsync)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(diskentry.encode(key, body))
+        os.replace(temp, path)
+    except BaseException:
+        _unlink(temp)
+        raise
 
 
 def _settle(result: object, done: Deferred) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.threadpool import ThreadPool
 
 
@@ -33,6 +34,13 @@ def thread_pool(name: str, size: int, top: MultiService) -> ThreadPool:
     pool = ThreadPool(minthreads=1, maxthreads=size, name=name)
     HookService(pool.start, pool.stop).setServiceParent(top)
     return pool
+
+
+def cancelling(result: object, call: IDelayedCall) -> object:
+    """A callback that cancels a timer (a deadline) once what it guarded is done."""
+    if call.active():
+        call.cancel()
+    return result
 
 
 class SequentialService(MultiService):

@@ -29,17 +29,25 @@ th:first-child,td:first-child{text-align:left}.down{color:#b00;font-weight:bold}
 class StatusResource(Resource):
     isLeaf = True
 
-    def __init__(self, images: ImageService, history: TrafficHistory, backends: Callable[[], Sequence[GuardedBackend]]):
+    def __init__(
+        self,
+        images: ImageService,
+        history: TrafficHistory,
+        backends: Callable[[], Sequence[GuardedBackend]],
+        extra: Callable[[], list[str]] = list,
+    ):
+        """`extra` adds sections at the end (the supervisor's table of workers)."""
         super().__init__()
         self._images = images
         self._history = history
         self._backends = backends
+        self._extra = extra
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'")
-        sections = [self._summary(), _plot(self._history.ratios()), self._tiers(), self._backends_table(), self._misses()]
+        sections = [self._summary(), _plot(self._history.ratios()), self._tiers(), self._backends_table(), self._misses(), *self._extra()]
         page = (
             "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>"
             f"<title>edgeproxy status</title><style>{_STYLE}</style></head><body><h1>edgeproxy status</h1>"

@@ -5,6 +5,7 @@ configuration file. A bad configuration stops here with one line on stderr.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from edgeproxy.render import (
     configure_libvips,
 )
 from edgeproxy.renderqueue import RenderQueue
+from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.services import HookService, SequentialService, thread_pool
 from edgeproxy.signing import SignaturePolicy
 from edgeproxy.statuspage import StatusResource
@@ -46,16 +48,54 @@ DEFAULT_CONFIG = "conf/edgeproxy.ini"
 
 
 class Options(usage.Options):
-    optParameters = [["config", "c", DEFAULT_CONFIG, "Path of the INI configuration file."]]
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "Path of the INI configuration file."],
+        ["workers", "w", None, "Worker processes sharing the listeners (default: [edge] workers, else the CPU count).", int],
+        ["worker-of", None, None, "Internal: run as worker I of N (I/N) under a supervisor."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["workers"] is not None and self["workers"] < 1:
+            raise usage.UsageError("--workers must be 1 or more")
 
 
 def makeService(options: Options) -> IService:
     try:
-        config = load_config(options["config"])
+        config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]))
     except ConfigError as error:
         sys.stderr.write(f"edgeproxy: {error}\n")
         raise SystemExit(2) from None
-    return build_service(config)
+    if options["worker-of"]:
+        from edgeproxy.worker import build_worker
+
+        index, count = (int(part) for part in options["worker-of"].split("/"))
+        return build_worker(config, index, count)
+    workers = worker_count(options["workers"], config.edge.workers)
+    if workers == 1:
+        return build_service(config)
+    tls_endpoints = [d for d in config.edge.listen if d.split(":", 1)[0] in ("ssl", "tls")]
+    if tls_endpoints:
+        sys.stderr.write(
+            f"edgeproxy: {config.path}: [edge] listen: {tls_endpoints[0]!r} cannot be shared by {workers} workers: "
+            "use a [tls] section (or --workers 1)\n"
+        )
+        raise SystemExit(2)
+    from edgeproxy.supervisor import build_supervisor
+
+    return build_supervisor(config, workers)
+
+
+def worker_count(option: int | None, configured: int) -> int:
+    """--workers wins over [edge] workers; `auto` (0) and neither mean one per CPU."""
+    return option or configured or available_cpus()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a cgroup or taskset may allow fewer than the host has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def build_service(config: Config) -> MultiService:
@@ -95,15 +135,23 @@ class Edge:
     backends: list[GuardedBackend]
 
 
-def build_edge(config: Config, reactor: object, top: MultiService) -> Edge:
-    """The public HTTP factory and what it needs; its services are added to `top`."""
+def build_edge(config: Config, reactor: object, top: MultiService, workers: int = 1) -> Edge:
+    """
+    The public HTTP factory and what it needs; its services are added to `top`. One of
+    `workers` processes gets 1/workers of the memory budget and shares the disk tier.
+    """
     disk_pool = thread_pool("edgeproxy-disk", 4, top)
     backends: list[GuardedBackend] = []
     origin = FallbackOrigin(build_chain(config, reactor, disk_pool, top, backends), reactor, config.origins.deadline)
     cache = config.cache
-    disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
-    HookService(start=disk.start).setServiceParent(top)
-    memory = MemoryTier(cache.memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
+    disk: DiskTier | SharedDisk
+    if workers == 1:
+        disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
+        HookService(start=disk.start).setServiceParent(top)
+    else:
+        disk = SharedDisk(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool)
+    memory_bytes = cache.memory_bytes // workers
+    memory = MemoryTier(memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
     resize = config.resize
     queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
     images = ImageService(memory, disk, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl)

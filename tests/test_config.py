@@ -55,6 +55,8 @@ def test_the_bundled_config_loads():
         ({("resize", "background"): "white"}, "[resize] background: 'white' is not a colour like #ffffff"),
         ({("resize", "tenant_share"): "1.5"}, "[resize] tenant_share: '1.5' is not a share"),
         ({("resize", "render_mode"): "fibers"}, "[resize] render_mode: 'fibers' is not one of threads, processes"),
+        ({("edge", "workers"): "0"}, "[edge] workers: '0' is not auto or a number of processes from 1 to 256"),
+        ({("edge", "workers"): "many"}, "[edge] workers: 'many' is not auto or a number of processes from 1 to 256"),
         ({("cache", "memroy_bytes"): "1GiB"}, "[cache] memroy_bytes: unknown key"),
         ({("cahce", "memory_bytes"): "1GiB"}, "[cahce]: unknown section"),
     ],
@@ -119,6 +121,20 @@ def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
 @pytest.mark.parametrize("raw, value", [("4096", 4096), ("64KiB", 65536), ("1 GiB", 1 << 30), ("7B", 7)])
 def test_sizes(raw, value):
     assert parse_size(raw) == value
+
+
+@pytest.mark.parametrize("raw, value", [(None, 0), ("auto", 0), ("1", 1), ("8", 8)])
+def test_workers(tmp_path, raw, value):
+    """0 means one per CPU; the bundled file says auto."""
+    assert load_config(write_config(tmp_path, {("edge", "workers"): raw})).edge.workers == value
+
+
+def test_a_worker_does_not_parse_inherited_endpoints(tmp_path):
+    """A systemd: endpoint only parses in the process systemd handed the socket to."""
+    path = write_config(tmp_path, {("edge", "listen"): "systemd:domain=INET:name=nothing-here"})
+    with pytest.raises(ConfigError):
+        load_config(path)
+    assert load_config(path, inherited_listeners=True).edge.listen == ("systemd:domain=INET:name=nothing-here",)
 
 
 @pytest.mark.parametrize("raw, value", [("250ms", 0.25), ("10s", 10.0), ("2min", 120.0), ("1.5", 1.5)])

@@ -4,6 +4,7 @@ import signal
 import socket
 import time
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -41,14 +42,15 @@ def drain_session(twistd: Twistd) -> dict:
     return seen
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest_twisted.ensureDeferred
-async def test_sigterm_drains_a_fill_in_flight_then_exits(tmp_path, backends):
+async def test_sigterm_drains_a_fill_in_flight_then_exits(tmp_path, backends, workers):
     origin = backends({f"/{NAME}.jpg": IMAGE})
     origin.set_mode("slow")
     origin.resource.slow_seconds = 1.5
     (tmp_path / "map.ini").write_text(f"[tokenmap]\nffff = {origin.address}\n")
     config = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini")})
-    twistd = await threads.deferToThread(Twistd, config, tmp_path)
+    twistd = await threads.deferToThread(Twistd, config, tmp_path, workers)
     try:
         seen = await threads.deferToThread(drain_session, twistd)
     finally:

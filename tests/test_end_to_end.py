@@ -69,21 +69,35 @@ def test_bad_token_map_stops_startup(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")
-def test_socket_activation_through_a_systemd_endpoint(tmp_path):
-    """systemd-socket-activate opens the port and passes it as LISTEN_FDS, as edgeproxy.socket does."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_socket_activation_through_a_systemd_endpoint(tmp_path, workers):
+    """
+    systemd-socket-activate opens the port and passes it as LISTEN_FDS, as edgeproxy.socket
+    does; with workers, the supervisor adopts it and every worker accepts on it.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = write_config(tmp_path, {("edge", "listen"): "systemd:domain=INET:name=edgeproxy-http"})
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = ["systemd-socket-activate", "-E", "PYTHONPATH", "--fdname=edgeproxy-http", "-l", f"127.0.0.1:{port}", TWISTD, "-n", "--pidfile=", "-l", str(tmp_path / "log"), "edgeproxy", "--config", config]
+    command = ["systemd-socket-activate", "-E", "PYTHONPATH", "--fdname=edgeproxy-http", "-l", f"127.0.0.1:{port}", TWISTD, "-n", "--pidfile=", "-l", str(tmp_path / "log"), "edgeproxy", "--config", config, "--workers", str(workers)]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        body = _get_when_listening(f"http://127.0.0.1:{port}/{SAMPLE}.jpg")
+        body = _get_when_listening(f"http://127.0.0.1:{port}/{SAMPLE}.jpg", 60.0)
         assert hashlib.sha1(body).hexdigest() == SAMPLE
+        if workers > 1:
+            _wait_for(lambda: (tmp_path / "log").read_text().count("EdgeSite starting on") == workers)
+            assert all(hashlib.sha1(_get_when_listening(f"http://127.0.0.1:{port}/{SAMPLE}.jpg")).hexdigest() == SAMPLE for _ in range(20))
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _wait_for(check, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
 def _get_when_listening(url: str, seconds: float = 20.0) -> bytes:

@@ -5,6 +5,7 @@ import os
 import signal
 import time
 
+import pytest
 import pytest_twisted
 from twisted.internet import threads
 
@@ -30,32 +31,33 @@ def get(connection: http.client.HTTPConnection, image: bytes) -> tuple[int, byte
     return response.status, response.read(), connection.sock.getsockname()
 
 
-def reload_session(twistd: Twistd, map_path, new_map: str, broken_map: str) -> list:
+def reload_session(twistd: Twistd, map_path, new_map: str, broken_map: str, workers: int) -> list:
     """Runs in a thread (the loopback backends need the reactor): one keep-alive connection throughout."""
     connection = http.client.HTTPConnection("127.0.0.1", twistd.port, timeout=10)
     seen = [get(connection, IMAGES[0])]
     map_path.write_text(new_map)
     os.kill(twistd.process.pid, signal.SIGHUP)
-    wait_for_log(twistd, "token map reloaded")
+    wait_for_log(twistd, "token map reloaded", workers)  # the supervisor forwards it to every worker
     seen.append(get(connection, IMAGES[1]))
     map_path.write_text(broken_map)
     os.kill(twistd.process.pid, signal.SIGHUP)
-    wait_for_log(twistd, "token map reload refused")
+    wait_for_log(twistd, "token map reload refused", workers)
     seen.append(get(connection, IMAGES[2]))
     connection.close()
     return seen
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest_twisted.ensureDeferred
-async def test_sighup_swaps_the_map_and_a_broken_map_leaves_the_old_one(tmp_path, backends):
+async def test_sighup_swaps_the_map_and_a_broken_map_leaves_the_old_one(tmp_path, backends, workers):
     old, new = backends(FILES), backends(FILES)
     map_path = tmp_path / "map.ini"
     map_path.write_text(f"[tokenmap]\nffff = {old.address}\n")
     config = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(map_path)})
-    twistd = await threads.deferToThread(Twistd, config, tmp_path)
+    twistd = await threads.deferToThread(Twistd, config, tmp_path, workers)
     try:
         broken = f"[tokenmap]\n8000 = {old.address}\n"
-        seen = await threads.deferToThread(reload_session, twistd, map_path, f"[tokenmap]\nffff = {new.address}\n", broken)
+        seen = await threads.deferToThread(reload_session, twistd, map_path, f"[tokenmap]\nffff = {new.address}\n", broken, workers)
         assert [(status, body) for status, body, _ in seen] == [(200, image) for image in IMAGES]
         assert len({address for _, _, address in seen}) == 1, "one connection throughout"
         assert (old.hits, new.hits) == (1, 2), "the new map took over, and stayed over the broken one"

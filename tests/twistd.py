@@ -22,14 +22,17 @@ _ADMIN_PORT = re.compile(r"\] Site starting on (\d+)")
 
 
 class Twistd:
-    def __init__(self, config: str, workdir: Path):
+    def __init__(self, config: str, workdir: Path, workers: int = 1):
         self.log = workdir / f"twistd-{next(_RUNS)}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config]
+        command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config, "--workers", str(workers)]
         self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
         try:
-            self.port = self._wait_for_port()
+            start = 20.0 if workers == 1 else 60.0  # each worker imports everything again; slow on a busy host
+            self.port = self._wait_for_port(start)
             self.admin_port = int(_ADMIN_PORT.search(self.log.read_text())[1])
+            if workers > 1:
+                self.wait_for_log("EdgeSite starting on", workers, start)
         except BaseException:
             self.stop()  # never leave a process behind, whatever failed
             raise
@@ -44,6 +47,17 @@ class Twistd:
                 return int(_PORT.search(text)[1])
             time.sleep(0.05)
         raise RuntimeError("twistd did not start listening in time")
+
+    def wait_for_log(self, text: str, count: int = 1, seconds: float = 20.0) -> None:
+        deadline = time.monotonic() + seconds
+        while self.log.read_text().count(text) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"{text!r} was not logged {count} times")
+            time.sleep(0.05)
+
+    def worker_pids(self) -> set[int]:
+        """The supervisor's child processes (its workers), from /proc."""
+        return children_of(self.process.pid)
 
     def get(self, path: str, headers: dict | None = None, admin: bool = False, method: str = "GET") -> tuple[int, dict, bytes]:
         port = self.admin_port if admin else self.port
@@ -74,8 +88,29 @@ class Twistd:
         return self.process.returncode
 
 
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def run_twistd(config: str, workdir: Path) -> subprocess.CompletedProcess:
     """Run twistd to completion (for configs that must stop it at once)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config]
+    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config, "--workers", "1"]
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=30)

@@ -1,0 +1,310 @@
+"""
+`twistd edgeproxy --workers N` with N > 1: this process opens (or, for `systemd:`
+endpoints, adopts) the public listening sockets, never accepts on them, and passes
+them to N worker processes (`edgeproxy.worker`), which all accept on the same sockets.
+It owns the disk tier's index and budget (workers ask it before they write), serves
+the admin port for all workers together, forwards SIGHUP, drains every worker on
+SIGTERM, and replaces a worker that dies.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from edgeproxy.admin import HealthResource
+from edgeproxy.config import Config
+from edgeproxy.diskowner import DiskOwner
+from edgeproxy.reload import SighupService
+from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Forget, Reserve, Touch, Written
+
+log = Logger()
+_RESPAWN_DELAY = 1.0
+_MAX_RESPAWN_DELAY = 30.0
+_STABLE_SECONDS = 10.0
+_KILL_GRACE = 5.0
+_WORKER_ENV_DROPPED = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
+
+def build_supervisor(config: Config, workers: int) -> MultiService:
+    """Stopped in reverse: the workers drain first, then the admin port closes, then the disk index."""
+    from twisted.internet import reactor
+
+    from edgeproxy.aggregate import build_admin
+
+    top = SequentialService()
+    parts = MultiService()
+    parts.setServiceParent(top)
+    cache = config.cache
+    disk = DiskOwner(cache.disk_path, cache.disk_bytes, reactor, reactor, thread_pool("edgeproxy-disk", 2, parts), cache.policy)
+    HookService(start=disk.start).setServiceParent(parts)
+    health = HealthResource()
+    pool = WorkerPool(reactor, config, workers, disk, health)
+    SighupService(reactor, pool.reload).setServiceParent(parts)
+    build_admin(reactor, config, pool, disk, health, parts, top)
+    pool.setServiceParent(top)
+    return top
+
+
+class SharedListener(Factory):
+    """The supervisor's side of a public listener: open, but never accepting."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: object) -> Protocol | None:
+        return None
+
+
+class SharedListeners:
+    """
+    The public sockets, opened once and handed to every worker (and every replacement).
+    A TCP endpoint is a socket bound with SO_REUSEPORT that never listens: it holds the
+    port (port 0 gets its number here), and each worker binds its own listening socket
+    beside it, so the kernel spreads new connections evenly over the workers. Any other
+    endpoint (`systemd:`, `unix:`) is one listening socket every worker accepts on.
+    """
+
+    def __init__(self, reactor: object, descriptions: tuple[str, ...]):
+        self._reactor = reactor
+        self._descriptions = descriptions
+        self._ports: list = []
+        self._sockets: list[socket.socket | None] = []
+
+    def open(self) -> Deferred:
+        return gatherResults([self._open(d) for d in self._descriptions], consumeErrors=True).addCallback(self._opened)
+
+    def _open(self, description: str) -> Deferred:
+        endpoint = serverFromString(self._reactor, description)
+        if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+            return maybeDeferred(_reserve_port, endpoint)
+        return endpoint.listen(SharedListener())
+
+    def _opened(self, opened: list) -> None:
+        for item in opened:
+            if isinstance(item, socket.socket):
+                self._sockets.append(item)
+                log.info("public port {port} reserved (SO_REUSEPORT): the workers listen on it", port=item.getsockname()[1])
+            else:
+                item.stopReading()  # the workers accept; this process only keeps the socket open
+                item._shouldShutdown = False  # closing our copy must not shut the socket down under the workers
+                self._ports.append(item)
+                self._sockets.append(None)
+
+    @property
+    def fds(self) -> list[int]:
+        ports = iter(self._ports)
+        return [held.fileno() if held is not None else next(ports).fileno() for held in self._sockets]
+
+    def close(self) -> None:
+        """Our copies go; once the workers close theirs, new connections are refused."""
+        for port in self._ports:
+            port.stopListening()
+        for held in self._sockets:
+            if held is not None:
+                held.close()
+        self._ports, self._sockets = [], []
+
+
+def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
+    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+    held = socket.socket(family, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        held.bind((endpoint._interface, endpoint._port))  # Twisted keeps these private
+    except OSError as error:
+        held.close()
+        raise CannotListenError(endpoint._interface, endpoint._port, error) from None
+    return held
+
+
+class WorkerPool(Service):
+    def __init__(self, reactor: object, config: Config, count: int, disk: DiskOwner, health: HealthResource):
+        self._reactor = reactor
+        self._config = config
+        self.count = count
+        self._disk = disk
+        self._health = health
+        tls = config.tls.listen if config.tls is not None else ()
+        self._listeners = SharedListeners(reactor, config.edge.listen + tls)
+        self.workers: dict[int, WorkerProcess] = {}
+        self._delays: dict[int, float] = {}
+        self._stopped: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._listeners.open().addCallbacks(self._spawn_all, self._cannot_listen)
+
+    def _cannot_listen(self, failure: Failure) -> None:
+        log.error("edgeproxy cannot listen: {f}", f=failure.value)
+        self._reactor.stop()
+
+    def _spawn_all(self, _: object) -> None:
+        for index in range(self.count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        if not self.running:
+            return
+        process = WorkerProcess(index, self, self._reactor.seconds())
+        process.start(self._reactor, self._command(index), self._listeners.fds, self._disk)
+        self.workers[index] = process
+
+    def _command(self, index: int) -> list[str]:
+        bootstrap = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
+        return [
+            sys.executable, "-c", bootstrap, "-n", "--pidfile=", "--logger", "edgeproxy.worker.log_observer",
+            "edgeproxy", "--config", os.path.abspath(self._config.path), "--worker-of", f"{index}/{self.count}",
+        ]
+
+    def ended(self, process: WorkerProcess, reason: Failure) -> None:
+        if self.workers.get(process.index) is process:
+            del self.workers[process.index]
+        if self.running:
+            delay = self._respawn_delay(process)
+            log.warn(
+                "worker {i} (pid {pid}) ended: {why}; replacing it in {d:g}s",
+                i=process.index, pid=process.pid, why=reason.getErrorMessage(), d=delay,
+            )
+            self._reactor.callLater(delay, self._spawn, process.index)
+        elif self._stopped is not None and not self.workers:
+            self._stopped.callback(None)
+
+    def _respawn_delay(self, process: WorkerProcess) -> float:
+        """1 s; doubled (up to 30 s) each time a worker dies within 10 s of its start: no crash loop at full speed."""
+        if self._reactor.seconds() - process.started >= _STABLE_SECONDS:
+            self._delays[process.index] = _RESPAWN_DELAY
+        else:
+            self._delays[process.index] = min(self._delays.get(process.index, _RESPAWN_DELAY / 2) * 2, _MAX_RESPAWN_DELAY)
+        return self._delays[process.index]
+
+    def reload(self) -> None:
+        """SIGHUP: every worker re-reads its token maps."""
+        log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
+        for process in list(self.workers.values()):
+            process.signal("HUP")
+
+    def channels(self) -> list[tuple[int, amp.AMP]]:
+        return [(i, p.channel) for i, p in sorted(self.workers.items()) if p.channel is not None]
+
+    def stopService(self) -> Deferred[None]:
+        """Drain: /healthz 503, no new connections, every worker finishes its fills, then exits."""
+        super().stopService()
+        self._health.draining = True
+        self._listeners.close()
+        log.info("draining {n} workers", n=len(self.workers))
+        if not self.workers:
+            return succeed(None)
+        self._stopped = Deferred()
+        for process in list(self.workers.values()):
+            process.signal("TERM")
+        kill = self._reactor.callLater(self._config.edge.drain_timeout + _KILL_GRACE, self._kill_all)
+        return self._stopped.addBoth(cancelling, kill)
+
+    def _kill_all(self) -> None:
+        for process in list(self.workers.values()):
+            log.warn("worker {i} (pid {pid}) did not stop in time: killed", i=process.index, pid=process.pid)
+            process.signal("KILL")
+
+
+class WorkerProcess(ProcessProtocol):
+    """One worker: its log lines (stderr) go to this process's log, its stdout is ours; its channel is AMP."""
+
+    def __init__(self, index: int, pool: WorkerPool, started: float):
+        self.index = index
+        self._pool = pool
+        self.started = started
+        self.pid: int | None = None
+        self.channel: OwnerProtocol | None = None
+        self._partial = {2: b""}
+
+    def start(self, reactor: object, command: list[str], listener_fds: list[int], disk: DiskOwner) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fds: dict[int, object] = {0: "w", 1: 1, 2: "r", CHANNEL_FD: theirs.fileno()}
+        child_fds.update((FIRST_LISTENER_FD + i, fd) for i, fd in enumerate(listener_fds))
+        env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV_DROPPED}
+        try:
+            transport = reactor.spawnProcess(self, command[0], command, env=env, childFDs=child_fds)
+        finally:
+            theirs.close()
+        self.pid = transport.pid
+        self.channel = OwnerProtocol(disk, self.index)
+        ours.setblocking(False)
+        reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self.channel))
+        ours.close()
+        log.info("worker {i} started: pid {pid}", i=self.index, pid=self.pid)
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        lines = (self._partial.get(fd, b"") + data).split(b"\n")
+        self._partial[fd] = lines.pop()
+        for line in lines:
+            log.info("worker {i}: {line}", i=self.index, line=line.decode("utf-8", "replace"))
+
+    def signal(self, name: str) -> None:
+        try:
+            self.transport.signalProcess(name)
+        except Exception:  # noqa: BLE001 — it may have exited in the meantime
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in self._partial.items():
+            if rest:
+                self.childDataReceived(fd, b"\n")
+        self._pool.ended(self, reason)
+
+
+class OwnerProtocol(amp.AMP):
+    """The supervisor's end of a worker's channel: the disk index answers its questions."""
+
+    def __init__(self, disk: DiskOwner, index: int):
+        super().__init__()
+        self._disk = disk
+        self.index = index
+        self._pending: set[bytes] = set()
+
+    @Reserve.responder
+    def reserve(self, key: bytes, size: int) -> Deferred[dict]:
+        self._pending.add(key)  # from the moment it is indexed: if the worker dies before the answer, it goes too
+        return self._disk.reserve(key, size).addCallback(self._reserved, key)
+
+    def _reserved(self, write: bool, key: bytes) -> dict:
+        if not write:
+            self._pending.discard(key)
+        return {"write": write}
+
+    @Written.responder
+    def written(self, key: bytes, ok: bool) -> dict:
+        self._pending.discard(key)
+        self._disk.reserved_written(key, ok)
+        return {}
+
+    @Touch.responder
+    def touch(self, key: bytes) -> dict:
+        self._disk.touch(key)
+        return {}
+
+    @Forget.responder
+    def forget(self, key: bytes) -> dict:
+        self._disk.forget(key)
+        return {}
+
+    def connectionLost(self, reason: Failure) -> None:
+        """The worker is gone: what it was writing may or may not be on disk, so it goes."""
+        super().connectionLost(reason)
+        for key in self._pending:
+            self._disk.abandon(key)
+        self._pending.clear()
+

@@ -1,0 +1,75 @@
+"""
+What the supervisor and its worker processes say to each other, over AMP on a unix
+socket pair (the worker's file descriptor 3).
+
+Workers ask the supervisor, the single owner of the disk index, before they write an
+entry (`Reserve`) and tell it when the file is in place (`Written`), when they read
+one (`Touch`, a hit for the eviction policy) and when they found one corrupt
+(`Forget`). The supervisor asks workers for their counters and metrics (`Snapshot`)
+and to purge an image (`Purge`).
+"""
+
+from __future__ import annotations
+
+from twisted.protocols import amp
+
+CHANNEL_FD = 3
+FIRST_LISTENER_FD = 4
+_CHUNK = 0xFFFF
+
+
+class BigBytes(amp.Argument):
+    """Bytes of any length, split over as many AMP values (each at most 64 KiB) as it takes."""
+
+    def toBox(self, name: bytes, strings: dict, objects: dict, proto: object) -> None:
+        value = objects[name.decode()]
+        chunks = [value[i : i + _CHUNK] for i in range(0, len(value), _CHUNK)]
+        strings[name] = b"%d" % len(chunks)
+        for index, chunk in enumerate(chunks):
+            strings[b"%s.%d" % (name, index)] = chunk
+
+    def fromBox(self, name: bytes, strings: dict, objects: dict, proto: object) -> None:
+        count = int(strings[name])
+        objects[name.decode()] = b"".join(strings[b"%s.%d" % (name, index)] for index in range(count))
+
+
+class Reserve(amp.Command):
+    """May I write this entry? The answer says whether to write it: it is then indexed."""
+
+    arguments = [(b"key", amp.String()), (b"size", amp.Integer())]
+    response = [(b"write", amp.Boolean())]
+
+
+class Written(amp.Command):
+    """The reserved entry is in place (ok) or could not be written."""
+
+    arguments = [(b"key", amp.String()), (b"ok", amp.Boolean())]
+    requiresAnswer = False
+
+
+class Touch(amp.Command):
+    """An entry was read from disk."""
+
+    arguments = [(b"key", amp.String())]
+    requiresAnswer = False
+
+
+class Forget(amp.Command):
+    """An entry did not verify and was deleted."""
+
+    arguments = [(b"key", amp.String())]
+    requiresAnswer = False
+
+
+class Snapshot(amp.Command):
+    """The worker's Prometheus text (empty unless asked for) and, as JSON, what the status page shows."""
+
+    arguments = [(b"with_metrics", amp.Boolean())]
+    response = [(b"metrics", BigBytes()), (b"status", BigBytes())]
+
+
+class Purge(amp.Command):
+    """Drop an image from the worker's memory tier and negative cache; JSON list of the keys removed."""
+
+    arguments = [(b"image_hash", amp.Unicode())]
+    response = [(b"removed", BigBytes())]

@@ -1,0 +1,111 @@
+"""
+The disk tier shared by workers, in one process on real files: a supervisor-side
+DiskOwner that indexes and evicts, and SharedDisk clients that ask it, write and read.
+The AMP channel is replaced by direct calls to the owner's responders.
+"""
+
+import os
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from edgeproxy import diskentry
+from edgeproxy.diskowner import DiskOwner
+from edgeproxy.shareddisk import SharedDisk
+from edgeproxy.supervisor import OwnerProtocol
+from edgeproxy.workerproto import Forget, Reserve, Touch, Written
+from tests.test_disktier import files_on_disk, path_of, pool  # noqa: F401 (a fixture)
+
+
+def channel(owner: OwnerProtocol):
+    """callRemote, straight into the owner's responders."""
+    responders = {Reserve: owner.reserve, Written: owner.written, Touch: owner.touch, Forget: owner.forget}
+
+    def call(command, **arguments):
+        d = maybeDeferred(responders[command], **arguments)
+        return d if command.requiresAnswer else None
+
+    return call
+
+
+async def started(root, pool, budget):  # noqa: F811
+    owner = DiskOwner(str(root), budget, reactor, Clock(), pool, "s3fifo")
+    await owner.start()
+    workers = []
+    for index in range(2):
+        worker = SharedDisk(str(root), budget, reactor, Clock(), pool)
+        protocol = OwnerProtocol(owner, index)
+        protocol.makeConnection(StringTransport())
+        worker.channel = channel(protocol)
+        workers.append((worker, protocol))
+    return owner, workers
+
+
+async def landed(*workers) -> None:
+    from twisted.internet.task import deferLater
+
+    for _ in range(500):
+        await deferLater(reactor, 0.01, lambda: None)
+        if not any(w.writes_in_flight for w in workers):
+            await deferLater(reactor, 0.05, lambda: None)  # the owner's deletes
+            return
+    raise AssertionError("writes did not land")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_workers_spill_is_the_others_hit_and_is_counted_once(tmp_path, pool):  # noqa: F811
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    a.put(b"k.jpg", b"body")
+    b.put(b"k.jpg", b"body")  # both spill it at once: one writes, the other is told it is there
+    await landed(a, b)
+    assert await b.get(b"k.jpg") == b"body"
+    assert (len(owner), owner.bytes_used) == (1, diskentry.entry_size(b"k.jpg", 4))
+    assert list(files_on_disk(tmp_path).values()) == [owner.bytes_used]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_budget_holds_for_everything_both_write(tmp_path, pool):  # noqa: F811
+    budget = 10 * diskentry.entry_size(b"k00.jpg", 100)
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, budget)
+    for n in range(40):
+        (a if n % 2 else b).put(b"k%02d.jpg" % n, bytes([n]) * 100)
+    await landed(a, b)
+    files = files_on_disk(tmp_path)
+    assert sum(files.values()) == owner.bytes_used <= budget
+    assert len(files) == len(owner) and owner.evictions == 30
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_dying_mid_write_loses_the_entry_and_its_file(tmp_path, pool):  # noqa: F811
+    owner, [(a, protocol), _] = await started(tmp_path, pool, 1 << 20)
+    assert await owner.reserve(b"k.jpg", 50) is True
+    protocol._pending.add(b"k.jpg")
+    os.makedirs(os.path.dirname(path_of(tmp_path, b"k.jpg")), exist_ok=True)
+    open(path_of(tmp_path, b"k.jpg"), "wb").write(b"x" * 50)  # it renamed, then died before saying so
+    protocol.connectionLost(Failure(ConnectionDone()))
+    await landed(a)
+    assert len(owner) == 0 and files_on_disk(tmp_path) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_corrupt_entry_is_a_miss_and_forgotten(tmp_path, pool):  # noqa: F811
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    a.put(b"k.jpg", b"body")
+    await landed(a)
+    with open(path_of(tmp_path, b"k.jpg"), "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        handle.write(b"X")
+    assert await b.get(b"k.jpg") is None
+    assert len(owner) == 0 and files_on_disk(tmp_path) == {}
+    assert await b.get(b"missing.jpg") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_reserved_before_the_index_is_rebuilt(tmp_path, pool):  # noqa: F811
+    owner = DiskOwner(str(tmp_path), 1 << 20, reactor, Clock(), pool, "s3fifo")
+    assert await owner.reserve(b"k.jpg", 10) is False

@@ -1,0 +1,259 @@
+"""
+A real `twistd -n edgeproxy --workers 2`: both workers serve, the admin port counts
+every request exactly once, the disk tier is shared within its budget, purge reaches
+every worker, and no worker outlives its supervisor.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgeproxy import diskentry
+from tests.configs import REPO, write_config
+from tests.images import name_of, photo
+from tests.tlscerts import LoopbackCA
+from tests.twistd import TWISTD, Twistd, alive
+
+COUNT = 40
+SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
+
+
+@pytest.fixture
+def originals(tmp_path):
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    names = []
+    for seed in range(COUNT):
+        data = photo(160, 120, seed=seed)
+        names.append(name_of(data))
+        (folder / f"{names[-1]}.jpg").write_bytes(data)
+    return names
+
+
+def configure(tmp_path, **cache) -> str:
+    changes = {("local", "root"): str(tmp_path / "originals")}
+    changes.update({("cache", key): value for key, value in cache.items()})
+    return write_config(tmp_path, changes)
+
+
+def fetch(proxy: Twistd, name: str) -> str:
+    """One request on a new connection; the body must be the original; returns X-Cache."""
+    status, headers, body = proxy.get(f"/{name}.jpg")
+    assert status == 200
+    assert hashlib.sha1(body).hexdigest() == name
+    return headers["X-Cache"]
+
+
+def fetch_many(proxy: Twistd, names: list[str], threads: int = 8) -> list[str]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda name: fetch(proxy, name), names))
+
+
+def metrics(proxy: Twistd) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics by (name, sorted labels); the text must parse, each family once."""
+    status, _, body = proxy.get("/metrics", admin=True)
+    assert status == 200
+    families = list(text_string_to_metric_families(body.decode()))
+    assert len({f.name for f in families}) == len(families), "a family appears twice"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def lookups(samples: dict, result: str, tier: str) -> float:
+    return samples[("edgeproxy_cache_requests_total", (("result", result), ("tier", tier)))]
+
+
+def per_worker(samples: dict, result: str | None = None, tier: str = "memory") -> dict[str, float]:
+    """Each worker's lookups in `tier` (hits and misses, or only `result`)."""
+    counts: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        labels = dict(labels)
+        if name == "edgeproxy_worker_cache_requests_total" and labels["tier"] == tier and result in (None, labels["result"]):
+            counts[labels["worker"]] = counts.get(labels["worker"], 0) + value
+    return counts
+
+
+def disk_files(tmp_path) -> dict[str, int]:
+    files = {}
+    for folder, _, names in os.walk(tmp_path / "cache" / "objects"):
+        for file in names:
+            files[os.path.join(folder, file)] = os.path.getsize(os.path.join(folder, file))
+    return files
+
+
+def settle(check, seconds: float = 10.0):
+    """Poll `check` until it returns a true value (spills land in the background)."""
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        assert time.monotonic() < deadline, "did not settle"
+        time.sleep(0.1)
+    return result
+
+
+@pytest.fixture
+def two(tmp_path, originals):
+    proxy = Twistd(configure(tmp_path), tmp_path, workers=2)
+    yield proxy
+    assert proxy.stop() == -signal.SIGTERM
+
+
+def test_both_workers_serve_and_every_request_is_counted_once(two, originals):
+    names = originals * 5
+    fetch_many(two, names)
+    samples = metrics(two)
+    memory = lookups(samples, "hit", "memory") + lookups(samples, "miss", "memory")
+    assert memory == len(names)
+    workers = per_worker(samples)
+    assert set(workers) == {"0", "1"} and all(workers.values()), f"one worker served everything: {workers}"
+    assert sum(workers.values()) == len(names)
+    assert samples[("edgeproxy_workers", ())] == 2
+    cpu = {dict(labels)["worker"] for (name, labels) in samples if name == "process_cpu_seconds_total"}
+    assert cpu == {"0", "1", "supervisor"}
+    # every miss in memory went to disk, then to the origin: the histogram of origin times counts them all
+    origin = sum(v for (name, _), v in samples.items() if name == "edgeproxy_origin_seconds_count")
+    assert origin == lookups(samples, "miss", "disk") == lookups(samples, "miss", "memory")
+
+
+def test_purge_reaches_every_worker(two, originals):
+    name = originals[0]
+    for _ in range(10):  # until both workers have answered it (each new connection goes to either)
+        fetch_many(two, [name] * 8)
+        if all(per_worker(metrics(two)).values()):
+            break
+    before = metrics(two)[("edgeproxy_cache_objects", (("tier", "memory"),))]
+    assert before == 2, "each worker holds its own copy"
+    status, _, body = two.get(f"/purge/{name}", admin=True, method="POST")
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["removed"]["memory"] == [f"{name}.jpg"] and answer["workers"] == 2
+    assert metrics(two)[("edgeproxy_cache_objects", (("tier", "memory"),))] == 0
+    assert fetch(two, name) == "MISS"
+    assert two.get("/purge/nothex", admin=True, method="POST")[0] == 400
+
+
+def test_disk_is_shared_within_its_budget_and_counted_once(tmp_path, originals):
+    """Tiny memory tiers spill everything; two workers fill concurrently; the files on disk are what the index says."""
+    proxy = Twistd(configure(tmp_path, memory_bytes="32KiB", max_object_bytes="16KiB", disk_bytes="96KiB"), tmp_path, workers=2)
+    try:
+        for _ in range(3):
+            fetch_many(proxy, originals)
+
+        def accounted():
+            samples = metrics(proxy)
+            files = disk_files(tmp_path)
+            disk = samples[("edgeproxy_cache_bytes", (("tier", "disk"),))], samples[("edgeproxy_cache_objects", (("tier", "disk"),))]
+            return files if disk == (sum(files.values()), len(files)) else None
+
+        files = settle(accounted)
+        assert 0 < sum(files.values()) <= 96 * 1024
+        assert metrics(proxy)[("edgeproxy_cache_evictions_total", (("tier", "disk"),))] > 0
+        for path in files:
+            key, length, _ = diskentry.read_header(open(path, "rb").read(2000))
+            assert os.path.getsize(path) == diskentry.entry_size(key, length)
+    finally:
+        proxy.stop()
+    assert not os.listdir(tmp_path / "cache" / "tmp")
+    on_disk = {diskentry.read_header(open(p, "rb").read(2000))[0].decode()[:40] for p in files}
+    proxy = Twistd(configure(tmp_path), tmp_path, workers=2)
+    try:
+        tiers = dict(zip(sorted(on_disk), fetch_many(proxy, sorted(on_disk))))
+        assert set(tiers.values()) == {"HIT-DISK"}, "what either worker spilled is a hit for whichever worker asks"
+    finally:
+        proxy.stop()
+
+
+def test_a_spill_is_a_disk_hit_for_the_other_worker(tmp_path, originals):
+    """
+    Memory tiers too small to keep an image: the worker that fetched it stores it on disk
+    at once. The other worker then answers it from that file, never asking the origin.
+    """
+    proxy = Twistd(configure(tmp_path, memory_bytes="4KiB"), tmp_path, workers=2)
+    try:
+        name = originals[0]
+        assert fetch(proxy, name) == "MISS"
+        fetcher = next(w for w, n in per_worker(metrics(proxy), "miss", "disk").items() if n)
+        settle(lambda: metrics(proxy)[("edgeproxy_cache_objects", (("tier", "disk"),))] == 1)
+        for _ in range(10):
+            assert set(fetch_many(proxy, [name] * 8)) == {"HIT-DISK"}
+            other = {w: n for w, n in per_worker(metrics(proxy), "hit", "disk").items() if w != fetcher}
+            if all(other.values()):
+                break
+        assert all(other.values()), "the other worker never asked"
+        assert per_worker(metrics(proxy), "miss", "disk") == {fetcher: 1, **{w: 0 for w in other}}
+    finally:
+        proxy.stop()
+
+
+def test_sigterm_stops_every_worker(two):
+    workers = two.worker_pids()
+    assert len(workers) == 2
+    assert two.stop() == -signal.SIGTERM
+    settle(lambda: not any(alive(pid) for pid in workers))
+
+
+def test_a_killed_worker_is_replaced(two, originals):
+    victim = min(two.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    two.wait_for_log("replacing it")
+    two.wait_for_log("EdgeSite starting on", 3, seconds=60)
+    workers = settle(lambda: two.worker_pids() if len(two.worker_pids()) == 2 else None)
+    assert victim not in workers
+    fetch_many(two, originals)
+    assert metrics(two)[("edgeproxy_workers", ())] == 2
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path, originals):
+    proxy = Twistd(configure(tmp_path), tmp_path, workers=2)
+    workers = proxy.worker_pids()
+    proxy.kill()
+    try:
+        settle(lambda: not any(alive(pid) for pid in workers), seconds=15)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_status_shows_every_worker(two, originals):
+    fetch_many(two, originals)
+    status, _, body = two.get("/status", admin=True)
+    page = body.decode()
+    assert status == 200
+    assert "2 of 2 answering" in page
+    assert two.get("/healthz", admin=True)[0] == 200
+
+def test_an_ssl_endpoint_is_refused_with_workers(tmp_path):
+    chain, key = LoopbackCA(tmp_path).issue("images", "img0.example.com")
+    config = write_config(tmp_path, {("edge", "listen"): f"ssl:0:privateKey={key}:certKey={chain}"})
+    result = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config, "--workers", "2"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("cannot be shared by 2 workers: use a [tls] section (or --workers 1)")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_tls_listeners_are_shared_by_the_workers(tmp_path, originals):
+    ca = LoopbackCA(tmp_path)
+    chain, key = ca.issue("images", "img0.example.com")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    changes = {("tls", "listen"): f"tcp:{port}:interface=127.0.0.1", ("tls", "certificates"): f"{chain}:{key}"}
+    proxy = Twistd(write_config(tmp_path, changes), tmp_path, workers=2)
+    try:
+        url = f"https://img0.example.com:{port}/{SAMPLE}.jpg"
+        command = ["curl", "-s", "--cacert", str(ca.path), "--resolve", f"img0.example.com:{port}:127.0.0.1", url, url, url, url]
+        body = subprocess.run(command, capture_output=True, timeout=30).stdout
+        assert body == (REPO / "samples" / f"{SAMPLE}.jpg").read_bytes() * 4
+    finally:
+        proxy.stop()
