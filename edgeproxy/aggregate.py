@@ -11,7 +11,6 @@ every worker, then the disk; /status shows the totals and a row per worker.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter as Tally
 from collections.abc import Iterable
 from types import SimpleNamespace
@@ -30,7 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from edgeproxy.admin import HealthResource
+from edgeproxy.admin import HealthResource, PurgeResource, finish_later
 from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.imageservice import CacheCounts
@@ -40,7 +39,6 @@ from edgeproxy.statuspage import StatusResource
 from edgeproxy.supervisor import WorkerPool
 from edgeproxy.workerproto import Purge, Snapshot
 
-_HASH = re.compile(r"[0-9a-f]{40}")
 _TIMEOUT = 5.0
 _COUNTS = (("hit", "memory"), ("miss", "memory"), ("hit", "disk"), ("miss", "disk"))  # the order of status["counts"]
 _MINIMUM = frozenset({"edgeproxy_backend_up", "edgeproxy_disk_tier_available"})
@@ -60,7 +58,7 @@ def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskOwn
     root.putChild(b"healthz", health)
     root.putChild(b"metrics", _Async(workers.metrics_text, b"text/plain; version=0.0.4; charset=utf-8"))
     root.putChild(b"status", _Async(workers.status_page, b"text/html; charset=utf-8"))
-    root.putChild(b"purge", PurgeAllResource(workers))
+    root.putChild(b"purge", PurgeResource(workers.purge))
     for description in config.edge.admin_listen:
         StreamServerEndpointService(serverFromString(reactor, description), Site(root)).setServiceParent(top)
 
@@ -252,37 +250,7 @@ class _Async(Resource):
     def render_GET(self, request: Request) -> object:
         request.setHeader(b"Content-Type", self._content_type)
         request.setHeader(b"Cache-Control", b"no-store")
-        self._render(request).addCallback(_finish, request).addErrback(_broken, request)
+        finish_later(self._render(request), request)
         return NOT_DONE_YET
 
 
-def _finish(body: bytes, request: Request) -> None:
-    if not request.finished and not request._disconnected:
-        request.write(body)
-        request.finish()
-
-
-def _broken(failure, request: Request) -> None:
-    request.setResponseCode(500)
-    _finish(b"internal error\n", request)
-
-
-class PurgeAllResource(Resource):
-    """POST /purge/{hash} in every worker and on disk."""
-
-    isLeaf = True
-
-    def __init__(self, workers: Workers):
-        super().__init__()
-        self._workers = workers
-
-    def render_POST(self, request: Request) -> object:
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        name = b"/".join(request.postpath).decode("ascii", "replace")
-        if not _HASH.fullmatch(name):
-            request.setResponseCode(400)
-            return b'{"error": "expected /purge/{40 lowercase hex}"}\n'
-        d = self._workers.purge(name)
-        d.addCallback(lambda result: json.dumps(result).encode() + b"\n").addCallback(_finish, request).addErrback(_broken, request)
-        return NOT_DONE_YET

@@ -5,6 +5,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from edgeproxy.origins.http import ClientService
+from tests.images import name_of, photo
 from tests.loopback import Backend
 from tests.s3server import Regions, S3Server
 
@@ -46,3 +47,16 @@ def s3(s3_server):
     """Two fresh buckets on the real S3 server, as two regions, with signatures checked."""
     s3_server.enforce_auth(True)
     return Regions(s3_server, s3_server.bucket("us-east-1"), s3_server.bucket("eu-west-1"), s3_server.user())
+
+
+@pytest.fixture
+def originals(tmp_path):
+    """40 small distinct photos named by their SHA-1 in tmp_path/originals (a local origin's root)."""
+    folder = tmp_path / "originals"
+    folder.mkdir()
+    names = []
+    for seed in range(40):
+        data = photo(160, 120, seed=seed)
+        names.append(name_of(data))
+        (folder / f"{names[-1]}.jpg").write_bytes(data)
+    return names

@@ -13,22 +13,7 @@ import pytest
 
 from edgeproxy import diskentry
 from tests.configs import write_config
-from tests.images import name_of, photo
 from tests.twistd import Twistd
-
-COUNT = 40
-
-
-@pytest.fixture
-def originals(tmp_path):
-    folder = tmp_path / "originals"
-    folder.mkdir()
-    names = []
-    for seed in range(COUNT):
-        data = photo(160, 120, seed=seed)
-        names.append(name_of(data))
-        (folder / f"{names[-1]}.jpg").write_bytes(data)
-    return names
 
 
 @pytest.fixture

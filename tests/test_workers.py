@@ -19,24 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy import diskentry
 from tests.configs import REPO, write_config
-from tests.images import name_of, photo
 from tests.tlscerts import LoopbackCA
 from tests.twistd import TWISTD, Twistd, alive
 
-COUNT = 40
 SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
-
-
-@pytest.fixture
-def originals(tmp_path):
-    folder = tmp_path / "originals"
-    folder.mkdir()
-    names = []
-    for seed in range(COUNT):
-        data = photo(160, 120, seed=seed)
-        names.append(name_of(data))
-        (folder / f"{names[-1]}.jpg").write_bytes(data)
-    return names
 
 
 def configure(tmp_path, **cache) -> str:
