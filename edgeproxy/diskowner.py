@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
+from edgeproxy.claims import FetchClaims
 from edgeproxy.disktier import DiskTier
 
 
@@ -18,6 +19,7 @@ class DiskOwner(DiskTier):
     def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
         self._reserved: set[bytes] = set()
+        self.claims = FetchClaims()  # which worker fetches an original for all
 
     def reserve(self, key: bytes, size: int) -> "Deferred[bool]":
         """

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
+from edgeproxy.claims import FETCH
 from edgeproxy.eviction import make_policy
 
 log = Logger()
@@ -123,6 +124,16 @@ class DiskTier:
         temp = os.path.join(self._tmp, f"{diskentry.file_name(key)}.{os.getpid()}.{next(self._temp_ids)}.tmp")
         d = self._mutate(self._write, key, body, temp)
         d.addCallbacks(self._written, self._write_failed, callbackArgs=(key,), errbackArgs=(key,))
+
+    def claim(self, key: bytes) -> "Deferred[str]":
+        """One process: its own SingleFlight already collapses every miss (edgeproxy.claims is for workers)."""
+        return succeed(FETCH)
+
+    def release(self, key: bytes, outcome: str) -> None:
+        """Nothing waits on another process here."""
+
+    def share(self, key: bytes, body: bytes) -> None:
+        """Nothing to share: an original reaches the disk when memory evicts it."""
 
     def purge(self, prefix: bytes) -> list[bytes]:
         """Drop every entry whose key starts with `prefix`; says which (later, too, if still indexing)."""

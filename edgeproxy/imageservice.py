@@ -16,8 +16,10 @@ from twisted.logger import Logger
 
 from edgeproxy import metrics
 from edgeproxy.cachedobject import CachedObject, make_cached_object
+from edgeproxy.claims import ABSENT, FETCH, ON_DISK
 from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
+from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
 from edgeproxy.render import IRenderer, Unrenderable
@@ -161,12 +163,13 @@ class ImageService:
         return (self._clock.seconds() - started) * 1000
 
     async def _fetch_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
-        try:
-            body = await self._origin.fetch(request.image_hash, request.ext)
-        except OriginFailure as failure:
-            if failure.kind is FailureKind.NOT_FOUND:
-                self._absent[request.key] = True
-            raise failure.to_edge_error() from failure
+        """From the origin, unless another worker process is fetching it (edgeproxy.claims)."""
+        outcome = await self.disk.claim(request.key)
+        if outcome == ABSENT:
+            raise EdgeError(404, "image not found")
+        body = await self.disk.get(request.key) if outcome == ON_DISK else None
+        if body is None:
+            body = await self._fetch_claimed(request)
         try:
             obj = make_cached_object(body)
         except ValueError:
@@ -175,6 +178,25 @@ class ImageService:
         self._store(request.key, obj, purges)
         origin_ms = self._ms_since(started)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % origin_ms, origin_ms)
+
+    async def _fetch_claimed(self, request: ImageRequest) -> bytes:
+        """Fetch an original we claimed; the other workers waiting on the claim hear how it went."""
+        try:
+            body = await self._origin.fetch(request.image_hash, request.ext)
+        except OriginFailure as failure:
+            absent = failure.kind is FailureKind.NOT_FOUND
+            if absent:
+                self._absent[request.key] = True
+            self.disk.release(request.key, ABSENT if absent else FETCH)
+            raise failure.to_edge_error() from failure
+        except BaseException:
+            self.disk.release(request.key, FETCH)
+            raise
+        if sniff_media_type(body) is None:
+            self.disk.release(request.key, FETCH)
+        else:
+            self.disk.share(request.key, body)
+        return body
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:
         """Forget the original and every variant of an image, in every tier."""

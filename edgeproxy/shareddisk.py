@@ -21,7 +21,8 @@ from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
 from edgeproxy.disktier import RETRY_SECONDS, entry_path, read_entry, write_entry
-from edgeproxy.workerproto import Forget, Reserve, Touch, Written
+from edgeproxy.claims import FETCH, ON_DISK
+from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
 
 log = Logger()
 
@@ -29,7 +30,9 @@ log = Logger()
 class SharedDisk:
     """The DiskTier interface ImageService uses; sizes and evictions are the owner's (reported by it)."""
 
-    def __init__(self, root: str, budget: int, reactor: IReactorFromThreads, clock: IReactorTime, pool: ThreadPool):
+    def __init__(
+        self, root: str, budget: int, reactor: IReactorFromThreads, clock: IReactorTime, pool: ThreadPool, claim_timeout: float
+    ):
         self._objects = os.path.join(root, "objects")
         self._tmp = os.path.join(root, "tmp")
         self._reactor = reactor
@@ -42,6 +45,7 @@ class SharedDisk:
         self._down_until = 0.0
         self.bytes_used = self.evictions = self.spilled = self.promoted = 0
         self.ready = True
+        self._claim_timeout = claim_timeout
 
     def __contains__(self, key: bytes) -> bool:
         """Unknown here: the file says (a missing one costs an open() in the disk pool)."""
@@ -84,35 +88,62 @@ class SharedDisk:
             log.warn("disk read of {key} failed: {f}", key=key, f=failure.getErrorMessage())
         return None
 
+    def claim(self, key: bytes) -> "Deferred[str]":
+        """
+        Before fetching an original: `fetch` it, or another worker that was fetching it
+        has it on `disk` or found it `absent`. Waiting is bounded: past `claim_timeout`,
+        or with no supervisor, fetch.
+        """
+        if self.channel is None:
+            return succeed(FETCH)
+        d = self.channel(Claim, key=key)
+        if d is None:
+            return succeed(FETCH)
+        d.addTimeout(self._claim_timeout, self._clock)
+        return d.addCallbacks(lambda answer: answer["outcome"], lambda _: FETCH)
+
+    def release(self, key: bytes, outcome: str) -> None:
+        self._tell(Release, key=key, outcome=outcome)
+
+    def share(self, key: bytes, body: bytes) -> None:
+        """A claimed original just fetched: written through at once, then the workers waiting for it read it."""
+        self._write(key, body).addCallback(lambda on_disk: self.release(key, ON_DISK if on_disk else FETCH))
+
     def put(self, key: bytes, body: bytes) -> None:
         """Spill: ask the owner, then write; skipped while the disk is failing or a write of `key` is in flight."""
+        self._write(key, body)
+
+    def _write(self, key: bytes, body: bytes) -> "Deferred[bool]":
+        """True once the entry is on disk (written now, or already there)."""
         if self.channel is None or not self.available or key in self._writing:
-            return
+            return succeed(False)
         self._writing[key] = body
         d = self.channel(Reserve, key=key, size=diskentry.entry_size(key, len(body)))
-        d.addCallback(self._reserved, key).addErrback(self._failed, key)
+        return d.addCallback(self._reserved, key).addErrback(self._failed, key)
 
-    def _reserved(self, answer: dict, key: bytes) -> Deferred | None:
+    def _reserved(self, answer: dict, key: bytes) -> "Deferred[bool] | bool":
         if not answer["write"]:
             del self._writing[key]
-            return None
+            return False
         temp = os.path.join(self._tmp, f"{diskentry.file_name(key)}.{os.getpid()}.{next(self._temp_ids)}.tmp")
         d = self._run(write_entry, entry_path(self._objects, key), temp, key, self._writing[key])
         return d.addCallback(self._written, key)
 
-    def _written(self, _: None, key: bytes) -> None:
+    def _written(self, _: None, key: bytes) -> bool:
         del self._writing[key]
         self._tell(Written, key=key, ok=True)
         if self._down_until:
             log.info("disk tier writable again: spilling resumes")
             self._down_until = 0.0
+        return True
 
-    def _failed(self, failure: Failure, key: bytes) -> None:
+    def _failed(self, failure: Failure, key: bytes) -> bool:
         self._writing.pop(key, None)
         self._tell(Written, key=key, ok=False)
         if not self._down_until or self.available:
             log.warn("disk tier failing ({f}): memory only for {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
         self._down_until = self._clock.seconds() + RETRY_SECONDS
+        return False
 
     def purge(self, prefix: bytes) -> list[bytes]:
         """The owner purges the files and the index; what a worker is writing, it deletes when it lands."""

@@ -27,7 +27,7 @@ from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Forget, Reserve, Touch, Written
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, Release, Reserve, Touch, Written
 
 log = Logger()
 _RESPAWN_DELAY = 1.0
@@ -291,6 +291,15 @@ class OwnerProtocol(amp.AMP):
         self._disk.reserved_written(key, ok)
         return {}
 
+    @Claim.responder
+    def claim(self, key: bytes) -> Deferred[dict]:
+        return self._disk.claims.claim(key, self).addCallback(lambda outcome: {"outcome": outcome})
+
+    @Release.responder
+    def release(self, key: bytes, outcome: str) -> dict:
+        self._disk.claims.release(key, self, outcome)
+        return {}
+
     @Touch.responder
     def touch(self, key: bytes) -> dict:
         self._disk.touch(key)
@@ -307,4 +316,5 @@ class OwnerProtocol(amp.AMP):
         for key in self._pending:
             self._disk.abandon(key)
         self._pending.clear()
+        self._disk.claims.abandon(self)
 

@@ -149,7 +149,7 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
         disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
         HookService(start=disk.start).setServiceParent(top)
     else:
-        disk = SharedDisk(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool)
+        disk = SharedDisk(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, config.origins.deadline + 5)
     memory_bytes = cache.memory_bytes // workers
     memory = MemoryTier(memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
     resize = config.resize

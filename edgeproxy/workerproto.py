@@ -5,7 +5,8 @@ socket pair (the worker's file descriptor 3).
 Workers ask the supervisor, the single owner of the disk index, before they write an
 entry (`Reserve`) and tell it when the file is in place (`Written`), when they read
 one (`Touch`, a hit for the eviction policy) and when they found one corrupt
-(`Forget`). The supervisor asks workers for their counters and metrics (`Snapshot`)
+(`Forget`); before they fetch an original they claim it (`Claim`), and say how the
+fetch went (`Release`), so that one worker fetches it for all (edgeproxy.claims). The supervisor asks workers for their counters and metrics (`Snapshot`)
 and to purge an image (`Purge`).
 """
 
@@ -58,6 +59,20 @@ class Forget(amp.Command):
     """An entry did not verify and was deleted."""
 
     arguments = [(b"key", amp.String())]
+    requiresAnswer = False
+
+
+class Claim(amp.Command):
+    """May I fetch this original? `fetch`, or, once the worker fetching it is done, `disk` or `absent`."""
+
+    arguments = [(b"key", amp.String())]
+    response = [(b"outcome", amp.Unicode())]
+
+
+class Release(amp.Command):
+    """My fetch of a claimed original is over: it is on disk, absent, or neither (`fetch`)."""
+
+    arguments = [(b"key", amp.String()), (b"outcome", amp.Unicode())]
     requiresAnswer = False
 
 

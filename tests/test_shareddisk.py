@@ -38,7 +38,7 @@ async def started(root, pool, budget):  # noqa: F811
     await owner.start()
     workers = []
     for index in range(2):
-        worker = SharedDisk(str(root), budget, reactor, Clock(), pool)
+        worker = SharedDisk(str(root), budget, reactor, Clock(), pool, claim_timeout=5.0)
         protocol = OwnerProtocol(owner, index)
         protocol.makeConnection(StringTransport())
         worker.channel = channel(protocol)

@@ -243,3 +243,58 @@ def test_tls_listeners_are_shared_by_the_workers(tmp_path, originals):
         assert body == (REPO / "samples" / f"{SAMPLE}.jpg").read_bytes() * 4
     finally:
         proxy.stop()
+
+
+class CountingOrigin:
+    """A shard server on 127.0.0.1 that answers each image after `delay` seconds and counts requests."""
+
+    def __init__(self, files: dict[str, bytes], delay: float):
+        import http.server
+        import threading
+
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                origin.requests += 1
+                time.sleep(delay)
+                body = files.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_a_cold_image_asked_of_both_workers_at_once_reaches_the_origin_once(tmp_path, originals, present):
+    name = originals[0] if present else "0" * 40
+    data = (tmp_path / "originals" / f"{originals[0]}.jpg").read_bytes()
+    origin = CountingOrigin({f"/{originals[0]}.jpg": data}, delay=0.5)
+    (tmp_path / "map.ini").write_text(f"[tokenmap]\nffff = {origin.address}\n")
+    config = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini"), ("origins", "hedge_after"): "off"})
+    proxy = Twistd(config, tmp_path, workers=2)
+    try:
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(lambda _: proxy.get(f"/{name}.jpg"), range(40)))
+        assert {status for status, _, _ in answers} == ({200} if present else {404})
+        if present:
+            assert {body for _, _, body in answers} == {data}
+        assert origin.requests == 1
+        misses = per_worker(metrics(proxy), "miss")
+        assert len(misses) == 2 and min(misses.values()) > 0  # both workers missed, one of them fetched
+    finally:
+        proxy.stop()
+        origin.stop()
