@@ -103,9 +103,11 @@ def test_both_workers_serve_and_every_request_is_counted_once(two, originals):
     assert samples[("edgeproxy_workers", ())] == 2
     cpu = {dict(labels)["worker"] for (name, labels) in samples if name == "process_cpu_seconds_total"}
     assert cpu == {"0", "1", "supervisor"}
-    # every miss in memory went to disk, then to the origin: the histogram of origin times counts them all
+    # every miss in memory went to disk; each image reached the origin once for both workers (a worker
+    # writes what it fetched through to disk, where the other finds it); origin times count those fetches
     origin = sum(v for (name, _), v in samples.items() if name == "edgeproxy_origin_seconds_count")
-    assert origin == lookups(samples, "miss", "disk") == lookups(samples, "miss", "memory")
+    assert origin == len(originals) <= lookups(samples, "miss", "disk")  # a miss may wait on the other's fetch
+    assert lookups(samples, "miss", "memory") == lookups(samples, "miss", "disk") + lookups(samples, "hit", "disk")
 
 
 def test_purge_reaches_every_worker(two, originals):
