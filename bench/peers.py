@@ -226,11 +226,12 @@ def part_soak(system: System, script: Path, args: argparse.Namespace) -> None:
         out.seek(0)
         output = out.read()
     time.sleep(1.0)
-    samples.append(memory_mb(system)[0])
+    rss, pss, procs = memory_mb(system)
+    samples.append(rss)
     if process.returncode != 0:
         raise RuntimeError(f"{system.name}: soak wrk exited {process.returncode}: {output[-400:]}")
     system.results["soak"] = {"wrk": parse_wrk(output), "start": samples[0], "max": max(samples), "end": samples[-1],
-                              "samples": len(samples)}
+                              "samples": len(samples), "pss_end": pss, "procs": procs}
 
 
 def run_system(name: str, tmp: Path, ctx: dict, args: argparse.Namespace) -> System:
@@ -331,7 +332,7 @@ def print_soak(systems: list[System], args: argparse.Namespace, ctx: dict) -> No
           f"(peers: the same originals), {1 - HOT_SHARE - VARIANT_SHARE:.0%} never-seen names (404 at the origin); "
           f"RSS sampled every {args.sample_seconds:g} s")
     print(f"{'system':<11}{'budget':>8}{'RSS start':>10}{'RSS max':>9}{'RSS end':>9}{'goal':>9}{'met (end/max)':>15}"
-          f"{'req/s':>9}{'p99 ms':>8}{'non-2xx':>9}{'sock err':>9}")
+          f"{'PSS end':>9}{'procs':>6}{'req/s':>9}{'p99 ms':>8}{'non-2xx':>9}{'sock err':>9}")
     for system in systems:
         soak = system.results.get("soak")
         if not soak:
@@ -339,8 +340,10 @@ def print_soak(systems: list[System], args: argparse.Namespace, ctx: dict) -> No
         r = soak["wrk"]
         met = f"{'yes' if soak['end'] <= limit else 'NO'}/{'yes' if soak['max'] <= limit else 'NO'}"
         print(f"{system.name:<11}{args.budget_mb:>6}MB{soak['start']:>8.1f}MB{soak['max']:>7.1f}MB{soak['end']:>7.1f}MB"
-              f"{limit:>7.0f}MB{met:>15}{r['rps']:>9.0f}{r['p99']:>8.2f}{r['non_2xx']:>9.0f}{r['socket_errors']:>9.0f}")
-    print(f"goal: RSS <= 1.2 x budget + 60 MB = {limit:.0f} MB; non-2xx are the never-seen names' 404s")
+              f"{limit:>7.0f}MB{met:>15}{soak['pss_end']:>7.1f}MB{soak['procs']:>6}"
+              f"{r['rps']:>9.0f}{r['p99']:>8.2f}{r['non_2xx']:>9.0f}{r['socket_errors']:>9.0f}")
+    print(f"goal: RSS <= 1.2 x budget + 60 MB = {limit:.0f} MB (RSS summed over a system's processes counts the pages"
+          " they share once each; PSS splits them); non-2xx are the never-seen names' 404s")
 
 
 # --- main --------------------------------------------------------------------------------
