@@ -34,7 +34,7 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, start in (("edgeproxy", lambda p: start_edgeproxy(p, Path(tmp))), ("twisted.web dict", start_dictserver)):
+        for name, start in (("edgeproxy", lambda p: start_edgeproxy(p, Path(tmp), extra_args=["--workers", "1"])), ("twisted.web dict", start_dictserver)):
             port = free_port()
             process = start(port)
             try:

@@ -263,7 +263,9 @@ class EdgeServer:
         workdir.mkdir()
         self.port, self.args, self.kids = free_port(), args, []
         self.paths = variant_paths(names)
-        self.process = start_edgeproxy(self.port, workdir, edgeproxy_changes(origin, workers, mode if len(render_modes()) > 1 else None))
+        changes = edgeproxy_changes(origin, workers, mode if len(render_modes()) > 1 else None)
+        # One process, so that `workers` renders run at once, as in the rows it is compared with.
+        self.process = start_edgeproxy(self.port, workdir, changes, ["--workers", "1"])
         base = f"http://127.0.0.1:{self.port}"
         try:
             wait_until_serving(f"{base}/{SAMPLE}", seconds=30)
