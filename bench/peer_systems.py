@@ -32,7 +32,8 @@ def edgeproxy_workers_option() -> bool:
     return "--workers" in help_text
 
 
-def start_edgeproxy_system(workdir: Path, origin_port: int, budget_mb: int) -> System:
+def start_edgeproxy_system(workdir: Path, origin_port: int, budget_mb: int, workers: int = 0, render_mode: str = "") -> System:
+    """`workers` 0 is the CPU count; `render_mode` empty keeps the bundled config's."""
     workdir.mkdir()
     # One pair, both members the same origin; the token map refuses the same host:port
     # twice, so the secondary is named `localhost` (127.0.0.1 in /etc/hosts here).
@@ -42,14 +43,17 @@ def start_edgeproxy_system(workdir: Path, origin_port: int, budget_mb: int) -> S
         "tokenmap = tokenmap.ini": f"tokenmap = {workdir / 'map.ini'}",
         "memory_bytes = 256MiB": f"memory_bytes = {budget_mb}MiB",
     }
-    cpus = os.cpu_count() or 1
+    if render_mode:
+        changes["render_mode = processes"] = f"render_mode = {render_mode}"
+    cpus = workers or os.cpu_count() or 1
     if edgeproxy_workers_option():
         extra, note = ["--workers", str(cpus)], f"--workers {cpus}"
     else:
         extra, note = [], "one process (this checkout's `twistd edgeproxy` has no --workers)"
     port = free_port()
     process = start_edgeproxy(port, workdir, changes, extra)
-    return System("edgeproxy", process, port, workdir / "twistd.log", f"{note}, memory_bytes = {budget_mb} MiB, "
+    mode = render_mode or "as bundled (processes)"
+    return System("edgeproxy", process, port, workdir / "twistd.log", f"{note}, render_mode {mode}, memory_bytes = {budget_mb} MiB, "
                   f"token map ffff = 127.0.0.1:{origin_port} localhost:{origin_port}")
 
 

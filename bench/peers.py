@@ -235,7 +235,8 @@ def part_soak(system: System, script: Path, args: argparse.Namespace) -> None:
 
 
 def run_system(name: str, tmp: Path, ctx: dict, args: argparse.Namespace) -> System:
-    system = STARTERS[name](tmp / name, ctx["origin_port"], args.budget_mb)
+    options = {"workers": args.workers, "render_mode": args.render_mode} if name == "edgeproxy" else {}
+    system = STARTERS[name](tmp / name, ctx["origin_port"], args.budget_mb, **options)
     try:
         wait_for_port(system.port, 60, system.process)
         time.sleep(0.5)
@@ -360,6 +361,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, default=600, help="length of the mixed run, per system")
     parser.add_argument("--sample-seconds", type=float, default=3, help="RSS sampling period in the soak")
     parser.add_argument("--hot", type=int, default=30, help="images in the soak's hot set")
+    parser.add_argument("--workers", type=int, default=0, help="edgeproxy's --workers (default: the CPU count)")
+    parser.add_argument("--render-mode", choices=("threads", "processes"), default="", help="edgeproxy's [resize] render_mode")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {','.join(PARTS)}")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated: {','.join(SYSTEMS)}")
     args = parser.parse_args()
