@@ -106,6 +106,7 @@ class Http1Connection(Protocol):
         self._body: _BodySender | None = None
         self._deadline = 0.0
         self._timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self._site.connections += 1
@@ -250,11 +251,7 @@ class Http1Connection(Protocol):
         self._closing = True
         self._buffer = b""
         self.transport.loseConnection()
-        self._clock.callLater(self._limits.send_timeout, self._abort)
-
-    def _abort(self) -> None:
-        if self.connected:
-            self.transport.abortConnection()
+        self._abort_timer = self._clock.callLater(self._limits.send_timeout, self.transport.abortConnection)
 
     def send_progress(self) -> None:
         self._expect(self._limits.send_timeout)
@@ -264,9 +261,10 @@ class Http1Connection(Protocol):
         self._closing = True
         if self._current is not None:
             self._current.gone = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._abort_timer = None
 
 
 @implementer(IPullProducer)
