@@ -19,7 +19,6 @@ from edgeproxy.cachedobject import CachedObject, make_cached_object
 from edgeproxy.claims import ABSENT, FETCH, ON_DISK
 from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
-from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.origins import IOrigin
 from edgeproxy.render import IRenderer, Unrenderable
@@ -168,21 +167,16 @@ class ImageService:
         if outcome == ABSENT:
             raise EdgeError(404, "image not found")
         body = await self.disk.get(request.key) if outcome == ON_DISK else None
-        if body is None:
-            body = await self._fetch_claimed(request)
-        try:
-            obj = make_cached_object(body)
-        except ValueError:
-            log.warn("origin sent {key}, which is not an allowed image (first bytes {head!r}): not cached", key=request.key, head=body[:16])
-            raise EdgeError(502, "origin sent something that is not an image") from None
+        obj = _as_image(request, body) if body is not None else await self._fetch_claimed(request)
         self._store(request.key, obj, purges)
         origin_ms = self._ms_since(started)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % origin_ms, origin_ms)
 
-    async def _fetch_claimed(self, request: ImageRequest) -> bytes:
+    async def _fetch_claimed(self, request: ImageRequest) -> CachedObject:
         """Fetch an original we claimed; the other workers waiting on the claim hear how it went."""
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
+            obj = _as_image(request, body)
         except OriginFailure as failure:
             absent = failure.kind is FailureKind.NOT_FOUND
             if absent:
@@ -192,11 +186,8 @@ class ImageService:
         except BaseException:
             self.disk.release(request.key, FETCH)
             raise
-        if sniff_media_type(body) is None:
-            self.disk.release(request.key, FETCH)
-        else:
-            self.disk.share(request.key, body)
-        return body
+        self.disk.share(request.key, body)
+        return obj
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:
         """Forget the original and every variant of an image, in every tier."""
@@ -206,6 +197,14 @@ class ImageService:
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)
         return {tier: [key.decode() for key in keys] for tier, keys in removed.items()}
+
+
+def _as_image(request: ImageRequest, body: bytes) -> CachedObject:
+    try:
+        return make_cached_object(body)
+    except ValueError:
+        log.warn("origin sent {key}, which is not an allowed image (first bytes {head!r}): not cached", key=request.key, head=body[:16])
+        raise EdgeError(502, "origin sent something that is not an image") from None
 
 
 def _observed(result: object, histogram: Histogram, clock: IReactorTime, started: float) -> object:
