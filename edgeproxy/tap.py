@@ -9,6 +9,10 @@ import os
 import sys
 from dataclasses import dataclass
 
+from edgeproxy.reactor import install_unless_chosen
+
+install_unless_chosen()  # before any import below pulls in the default reactor
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
