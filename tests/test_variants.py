@@ -19,15 +19,15 @@ NAME = name_of(IMAGE)
 VARIANTS = {"thumb.jpg": (150, 150), "480x0.webp": (480, 360), "small/seo-slug.png": (320, 240), "small.jpg": (320, 240)}
 
 
-def nice_values(pid: str = "self") -> dict[str, set[int]]:
-    """The nice value of every thread of a process, by thread name."""
+def policies(pid: str = "self") -> dict[str, set[int]]:
+    """The scheduling policy of every thread of a process, by thread name."""
     found: dict[str, set[int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name, stat = (task / "comm").read_text().strip(), (task / "stat").read_text()
+            name, policy = (task / "comm").read_text().strip(), os.sched_getscheduler(int(task.name))
         except OSError:
             continue  # a thread that just ended
-        found.setdefault(name, set()).add(int(stat.rsplit(")", 1)[1].split()[16]))
+        found.setdefault(name, set()).add(policy)
     return found
 
 
@@ -57,9 +57,8 @@ async def test_different_variants_of_one_image_share_one_origin_fetch(tmp_path, 
             assert ok and status == 200 and x_cache == "MISS"
             image = pyvips.Image.new_from_buffer(body, "")
             assert (image.width, image.height) == VARIANTS[path.split("/", 2)[2]]
-        reactor_nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
-        assert min(nice_values()["libvips worker"]) >= min(19, reactor_nice + 10)  # renders yield the CPU to hits
-        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == reactor_nice
+        assert policies()["libvips worker"] == {os.SCHED_IDLE}  # renders yield the CPU to hits
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the reactor's thread does not
         for variant in VARIANTS:
             assert (await get(edge, f"/{NAME}/{variant}"))[:2] == (200, "HIT-MEMORY")
         assert (await get(edge, f"/{NAME}.jpg"))[1] == "HIT-MEMORY"  # the original is an object of its own
@@ -168,7 +167,7 @@ async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_pat
         assert (await get(edge, f"/{name_of(truncated)}/small.jpg"))[0] == 502
         renderer = edge.site.handler.images._renderer
         for pid in renderer._executor._processes:  # every thread of a render process yields the CPU to hits
-            assert set().union(*nice_values(str(pid)).values()) == {min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10)}
+            assert set().union(*policies(str(pid)).values()) == {os.SCHED_IDLE}
         for pid in list(renderer._executor._processes):
             os.kill(pid, signal.SIGKILL)
         await deferLater(reactor, 0.2, lambda: None)
