@@ -258,6 +258,7 @@ class ProcessRenderer:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["edgeproxy.render"])
         return ProcessPoolExecutor(self._workers, mp_context=context, initializer=_configure_render_process)
 
     def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
