@@ -26,6 +26,7 @@ from edgeproxy.chain import build_chain
 from edgeproxy.config import Config, ConfigError, load_config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.drain import DrainService
+from edgeproxy.heap import freeze_startup_heap
 from edgeproxy.accesslog import AccessLog, Sampler, open_access_log
 from edgeproxy.http1 import EdgeSite
 from edgeproxy.httpserver import EdgeHandler
@@ -64,6 +65,14 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    service = _build_service(options)
+    reactor.callWhenRunning(freeze_startup_heap)
+    return service
+
+
+def _build_service(options: Options) -> IService:
     try:
         config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]))
     except ConfigError as error:
