@@ -27,7 +27,7 @@ from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, Release, Reserve, Touch, Written
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Reserve, Touch, Written
 
 log = Logger()
 _RESPAWN_DELAY = 1.0
@@ -266,7 +266,7 @@ class WorkerProcess(ProcessProtocol):
         self._pool.ended(self, reason)
 
 
-class OwnerProtocol(amp.AMP):
+class OwnerProtocol(PromptAMP):
     """The supervisor's end of a worker's channel: the disk index answers its questions."""
 
     def __init__(self, disk: DiskOwner, index: int):

@@ -23,7 +23,6 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText
-from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from edgeproxy.admin import HealthResource
@@ -32,7 +31,7 @@ from edgeproxy.drain import DrainService
 from edgeproxy.services import SequentialService
 from edgeproxy.tap import Edge, build_edge
 from edgeproxy.tls import SNIServerContexts, tls_factory
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Purge, Snapshot
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, PromptAMP, Purge, Snapshot
 
 log = Logger()
 _PR_SET_PDEATHSIG = 1
@@ -98,7 +97,7 @@ def _exit_with_parent() -> None:
         raise SystemExit(1)
 
 
-class WorkerProtocol(amp.AMP):
+class WorkerProtocol(PromptAMP):
     """The worker's end of the channel: answers the supervisor's questions."""
 
     def __init__(self, edge: Edge, lost: object):

@@ -34,6 +34,33 @@ class BigBytes(amp.Argument):
         objects[name.decode()] = b"".join(strings[b"%s.%d" % (name, index)] for index in range(count))
 
 
+class PromptAMP(amp.AMP):
+    """
+    AMP whose boxes leave at once. Twisted's transport.write() sends on the reactor's
+    next turn, after every other event of this one; a claim, a reservation and a
+    release are each a step that the other workers' waiters of a cold miss wait
+    through, and with 100 client connections opening or closing in the same turns,
+    each step waited 3-13 ms for them. A box the socket does not take whole goes to the
+    transport with what remains, which from then on owns the order of every write.
+    """
+
+    _direct = True
+
+    def sendBox(self, box: amp.AmpBox) -> None:
+        if not self._direct or self.transport is None or self._locked or self._startingTLSBuffer is not None:
+            return super().sendBox(box)
+        data = box.serialize()
+        try:
+            sent = self.transport.getHandle().send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # a broken channel: the transport sees it on its own
+        if sent < len(data):
+            self._direct = False
+            self.transport.write(data[sent:])
+
+
 class Reserve(amp.Command):
     """May I write this entry? The answer says whether to write it: it is then indexed."""
 
