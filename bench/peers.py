@@ -345,6 +345,9 @@ def print_soak(systems: list[System], args: argparse.Namespace, ctx: dict) -> No
         print(f"{system.name:<11}{args.budget_mb:>6}MB{soak['start']:>8.1f}MB{soak['max']:>7.1f}MB{soak['end']:>7.1f}MB"
               f"{limit:>7.0f}MB{met:>15}{soak['pss_end']:>7.1f}MB{soak['procs']:>6}"
               f"{r['rps']:>9.0f}{r['p99']:>8.2f}{r['non_2xx']:>9.0f}{r['socket_errors']:>9.0f}")
+    for system in systems:
+        if system.results.get("soak", {}).get("wrk", {}).get("socket_errors"):
+            print(f"  {system.name} socket errors: {system.results['soak']['wrk']['socket_detail']}")
     print(f"goal: RSS <= 1.2 x budget + 60 MB = {limit:.0f} MB (RSS summed over a system's processes counts the pages"
           " they share once each; PSS splits them); non-2xx are the never-seen names' 404s")
 
