@@ -21,7 +21,7 @@ from edgeproxy.origins import render_template
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
 from edgeproxy.origins.http import trust_bundle
-from edgeproxy.render import saveable_formats
+from edgeproxy.render import IDLE, LOW, saveable_formats
 from edgeproxy.signing import MIN_KEY_BYTES
 from edgeproxy.tls import CertificateError, CertificatePair, SNIServerContexts
 from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
@@ -132,6 +132,7 @@ class ResizeConfig:
     max_source_pixels: int
     render_workers: int
     render_mode: str
+    render_priority: str
     max_source_frames: int
     upscale: bool
     background: tuple[int, int, int]
@@ -402,7 +403,7 @@ KNOWN_KEYS = {
     "tls": {"listen", "certificates"},
     "resize": {
         "presets", "allowed_sizes", "max_dimension", "quality", "source_ext", "max_source_pixels",
-        "render_workers", "render_queue", "tenant_share", "render_mode",
+        "render_workers", "render_queue", "tenant_share", "render_mode", "render_priority",
         "max_source_frames", "upscale", "background",
     },
 }
@@ -648,6 +649,7 @@ def _resize(section: _Section) -> ResizeConfig:
         render_workers=section.get("render_workers", parse_count, 2 * (os.cpu_count() or 1)),
         render_queue=section.get("render_queue", parse_count, 64),
         render_mode=section.get("render_mode", parse_choice(("threads", "processes")), "threads"),
+        render_priority=section.get("render_priority", parse_choice((IDLE, LOW)), IDLE),
         max_source_frames=section.get("max_source_frames", parse_count, 1000),
         upscale=section.get("upscale", parse_bool, False),
         background=section.get("background", parse_colour, (255, 255, 255)),

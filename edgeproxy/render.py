@@ -47,31 +47,42 @@ def configure_libvips() -> None:
         pyvips.operation_block_set(loader, False)
 
 
-_idle: set[int] = set()
+IDLE, LOW = "idle", "low"
+LOW_NICE = 10  # how much nicer than the reactor `low` renders run
+_lowered: set[int] = set()
 
 
-def lower_priority(every_thread: bool = False) -> None:
+def lower_priority(priority: str, every_thread: bool = False) -> None:
     """
-    Put the calling thread and libvips' workers (or `every_thread`, in a render
-    process) in SCHED_IDLE: they run on whatever CPU time hits leave, and a hit that
-    wakes up takes the core back at once. Nice +10 and +19 did not: hits kept 0.67x
-    and 0.73x of their rate beside renders, against 0.83x in SCHED_IDLE, with renders
-    as fast in all three (bench/render.py's load, one process, two render processes).
-    A policy belongs to a thread on Linux and is inherited by the threads it starts;
-    libvips does the pixel work in a pool of its own, whose first threads may have been
-    started by the reactor's thread, so they are found by name in /proc. A thread
-    already lowered is skipped.
+    Lower the calling thread and libvips' workers (or `every_thread`, in a render
+    process) to `priority`. IDLE is Linux's SCHED_IDLE: renders run on the CPU time
+    hits leave, and a hit that wakes up takes the core back at once; beside saturating
+    renders, hits kept 0.83x of their rate (0.67x at nice +10, 0.73x at +19). But when
+    hits alone fill every core, renders all but stop: in a saturating soak, 28 of about
+    300 renders waited past wrk's 2 s timeout, none at nice +10. LOW is nice +10: renders
+    always progress, hits yield more. A policy and a nice value belong to a thread on
+    Linux and are inherited by the threads it starts; libvips does the pixel work in a
+    pool of its own, whose first threads may have been started by the reactor's thread,
+    so they are found by name in /proc. A thread already lowered is skipped.
     """
     try:
         for thread in os.listdir("/proc/self/task"):
             tid = int(thread)
-            if tid in _idle:
+            if tid in _lowered:
                 continue
             if every_thread or tid == threading.get_native_id() or _thread_name(tid) == "libvips worker":
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-                _idle.add(tid)
+                _lower(tid, priority)
+                _lowered.add(tid)
     except OSError as error:  # no /proc, or a thread that just ended: renders still run
         log.debug("render priority not lowered: {error}", error=error)
+
+
+def _lower(tid: int, priority: str) -> None:
+    if priority == IDLE:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + LOW_NICE)
+        os.setpriority(os.PRIO_PROCESS, tid, max(target, os.getpriority(os.PRIO_PROCESS, tid)))
 
 
 def _thread_name(tid: int) -> str:
@@ -79,14 +90,14 @@ def _thread_name(tid: int) -> str:
         return comm.read().strip()
 
 
-def _configure_render_process() -> None:
+def _configure_render_process(priority: str) -> None:
     """A render process: every thread of it at render priority, libvips as in the proxy."""
-    lower_priority(every_thread=True)
+    lower_priority(priority, every_thread=True)
     configure_libvips()
 
 
 def _render_in_pool(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:
-    lower_priority()
+    lower_priority(settings.priority)
     return render(source, geometry, fmt, settings)
 
 
@@ -108,6 +119,7 @@ class RenderSettings:
     max_frames: int = 1000
     background: tuple[int, int, int] = (255, 255, 255)
     upscale: bool = False
+    priority: str = IDLE  # of the render threads and processes: IDLE or LOW
 
 
 class Unrenderable(EdgeError):
@@ -259,7 +271,9 @@ class ProcessRenderer:
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["edgeproxy.render"])
-        return ProcessPoolExecutor(self._workers, mp_context=context, initializer=_configure_render_process)
+        return ProcessPoolExecutor(
+            self._workers, mp_context=context, initializer=_configure_render_process, initargs=(self._settings.priority,)
+        )
 
     def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
         done: Deferred[bytes] = Deferred()

@@ -196,6 +196,7 @@ def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
         max_frames=resize.max_source_frames,
         background=resize.background,
         upscale=resize.upscale,
+        priority=resize.render_priority,
     )
     if resize.render_mode == "processes":
         renderer = ProcessRenderer(reactor, resize.render_workers, settings)

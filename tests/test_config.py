@@ -55,6 +55,7 @@ def test_the_bundled_config_loads():
         ({("resize", "background"): "white"}, "[resize] background: 'white' is not a colour like #ffffff"),
         ({("resize", "tenant_share"): "1.5"}, "[resize] tenant_share: '1.5' is not a share"),
         ({("resize", "render_mode"): "fibers"}, "[resize] render_mode: 'fibers' is not one of threads, processes"),
+        ({("resize", "render_priority"): "realtime"}, "[resize] render_priority: 'realtime' is not one of idle, low"),
         ({("edge", "workers"): "0"}, "[edge] workers: '0' is not auto or a number of processes from 1 to 256"),
         ({("edge", "workers"): "many"}, "[edge] workers: 'many' is not auto or a number of processes from 1 to 256"),
         ({("cache", "memroy_bytes"): "1GiB"}, "[cache] memroy_bytes: unknown key"),

@@ -4,6 +4,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 import pyvips
 import pytest_twisted
 from prometheus_client import REGISTRY
@@ -19,15 +20,15 @@ NAME = name_of(IMAGE)
 VARIANTS = {"thumb.jpg": (150, 150), "480x0.webp": (480, 360), "small/seo-slug.png": (320, 240), "small.jpg": (320, 240)}
 
 
-def policies(pid: str = "self") -> dict[str, set[int]]:
-    """The scheduling policy of every thread of a process, by thread name."""
-    found: dict[str, set[int]] = {}
+def threads(pid: str = "self") -> list[tuple[str, int, int]]:
+    """The name, scheduling policy and nice value of every thread of a process."""
+    found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            name, policy = (task / "comm").read_text().strip(), os.sched_getscheduler(int(task.name))
+            name, stat = (task / "comm").read_text().strip(), (task / "stat").read_text()
+            found.append((name, os.sched_getscheduler(int(task.name)), int(stat.rsplit(")", 1)[1].split()[16])))
         except OSError:
             continue  # a thread that just ended
-        found.setdefault(name, set()).add(policy)
     return found
 
 
@@ -57,7 +58,7 @@ async def test_different_variants_of_one_image_share_one_origin_fetch(tmp_path, 
             assert ok and status == 200 and x_cache == "MISS"
             image = pyvips.Image.new_from_buffer(body, "")
             assert (image.width, image.height) == VARIANTS[path.split("/", 2)[2]]
-        assert policies()["libvips worker"] == {os.SCHED_IDLE}  # renders yield the CPU to hits
+        assert {policy for name, policy, _ in threads() if name == "libvips worker"} == {os.SCHED_IDLE}  # renders yield to hits
         assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the reactor's thread does not
         for variant in VARIANTS:
             assert (await get(edge, f"/{NAME}/{variant}"))[:2] == (200, "HIT-MEMORY")
@@ -155,19 +156,23 @@ async def test_auto_format_follows_accept_with_vary_on_every_response(tmp_path, 
         await edge.stop()
 
 
+@pytest.mark.parametrize("priority", ["idle", "low"])
 @pytest_twisted.ensureDeferred
-async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_path, backends):
+async def test_render_processes_serve_variants_and_survive_a_dead_worker(tmp_path, backends, priority):
     truncated = IMAGE[: len(IMAGE) // 2]
     primary = backends({f"/{NAME}.jpg": IMAGE, f"/{name_of(truncated)}.jpg": truncated})
-    changes = {("resize", "presets"): "small=320x0", ("resize", "render_mode"): "processes", ("resize", "render_workers"): "2"}
+    changes = {("resize", "presets"): "small=320x0", ("resize", "render_mode"): "processes", ("resize", "render_workers"): "2",
+               ("resize", "render_priority"): priority}
     edge = Edge(tmp_path, changes, tokenmap=pair_map(primary))
     try:
         status, _, body = await get(edge, f"/{NAME}/small.webp")
         assert status == 200 and pyvips.Image.new_from_buffer(body, "").width == 320
         assert (await get(edge, f"/{name_of(truncated)}/small.jpg"))[0] == 502
         renderer = edge.site.handler.images._renderer
+        ours = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        expected = (os.SCHED_IDLE, ours) if priority == "idle" else (os.SCHED_OTHER, min(19, ours + 10))
         for pid in renderer._executor._processes:  # every thread of a render process yields the CPU to hits
-            assert set().union(*policies(str(pid)).values()) == {os.SCHED_IDLE}
+            assert {(policy, nice) for _, policy, nice in threads(str(pid))} == {expected}
         for pid in list(renderer._executor._processes):
             os.kill(pid, signal.SIGKILL)
         await deferLater(reactor, 0.2, lambda: None)
