@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 from edgeproxy.deadline import cancel_stays_cancel, with_deadline
 from edgeproxy.errors import FailureKind, OriginFailure
+from edgeproxy.promptwrite import PromptEndpoint
 
 log = Logger()
 _USER_AGENT = b"edgeproxy/0.1"
@@ -86,7 +87,7 @@ class _BackendEndpoints:
         self._trust = trust
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        endpoint = self._tcp(uri.host.decode("ascii"), uri.port)
+        endpoint = PromptEndpoint(self._tcp(uri.host.decode("ascii"), uri.port))
         if uri.scheme != b"https":
             return endpoint
         return wrapClientTLS(optionsForClientTLS(uri.host.decode("ascii"), trustRoot=self._trust), endpoint)
