@@ -19,7 +19,7 @@ class DiskOwner(DiskTier):
     def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
         self._reserved: set[bytes] = set()
-        self.claims = FetchClaims()  # which worker fetches an original for all
+        self.claims = FetchClaims(lambda claimant, key: claimant.wanted(key))  # which worker fetches an original for all
 
     def reserve(self, key: bytes, size: int) -> "Deferred[bool]":
         """

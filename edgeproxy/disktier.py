@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
-from edgeproxy.claims import FETCH
+from edgeproxy.claims import FETCH, Answer
 from edgeproxy.eviction import make_policy
 
 log = Logger()
@@ -125,9 +125,9 @@ class DiskTier:
         d = self._mutate(self._write, key, body, temp)
         d.addCallbacks(self._written, self._write_failed, callbackArgs=(key,), errbackArgs=(key,))
 
-    def claim(self, key: bytes) -> "Deferred[str]":
+    def claim(self, key: bytes) -> "Deferred[Answer]":
         """One process: its own SingleFlight already collapses every miss (edgeproxy.claims is for workers)."""
-        return succeed(FETCH)
+        return succeed((FETCH, None))
 
     def release(self, key: bytes, outcome: str) -> None:
         """Nothing waits on another process here."""

@@ -163,10 +163,11 @@ class ImageService:
 
     async def _fetch_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
         """From the origin, unless another worker process is fetching it (edgeproxy.claims)."""
-        outcome = await self.disk.claim(request.key)
+        outcome, body = await self.disk.claim(request.key)
         if outcome == ABSENT:
             raise EdgeError(404, "image not found")
-        body = await self.disk.get(request.key) if outcome == ON_DISK else None
+        if outcome == ON_DISK:
+            body = await self.disk.get(request.key)
         obj = _as_image(request, body) if body is not None else await self._fetch_claimed(request)
         self._store(request.key, obj, purges)
         origin_ms = self._ms_since(started)

@@ -21,7 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
 from edgeproxy.disktier import RETRY_SECONDS, entry_path, read_entry, write_entry
-from edgeproxy.claims import FETCH, ON_DISK
+from edgeproxy.claims import FETCH, FETCHED, ON_DISK, Answer
 from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
 
 log = Logger()
@@ -46,6 +46,7 @@ class SharedDisk:
         self.bytes_used = self.evictions = self.spilled = self.promoted = 0
         self.ready = True
         self._claim_timeout = claim_timeout
+        self._wanted: set[bytes] = set()  # claimed keys another worker waits on
 
     def __contains__(self, key: bytes) -> bool:
         """Unknown here: the file says (a missing one costs an open() in the disk pool)."""
@@ -88,25 +89,40 @@ class SharedDisk:
             log.warn("disk read of {key} failed: {f}", key=key, f=failure.getErrorMessage())
         return None
 
-    def claim(self, key: bytes) -> "Deferred[str]":
+    def claim(self, key: bytes) -> "Deferred[Answer]":
         """
         Before fetching an original: `fetch` it, or another worker that was fetching it
-        has it on `disk` or found it `absent`. Waiting is bounded: past `claim_timeout`,
-        or with no supervisor, fetch.
+        sends it (`fetched`, with its bytes), has it on `disk` or found it `absent`.
+        Waiting is bounded: past `claim_timeout`, or with no supervisor, fetch.
         """
+        self._wanted.discard(key)
         if self.channel is None:
-            return succeed(FETCH)
+            return succeed((FETCH, None))
         d = self.channel(Claim, key=key)
         if d is None:
-            return succeed(FETCH)
+            return succeed((FETCH, None))
         d.addTimeout(self._claim_timeout, self._clock)
-        return d.addCallbacks(lambda answer: answer["outcome"], lambda _: FETCH)
+        return d.addCallbacks(lambda answer: (answer["outcome"], answer["body"]), lambda _: (FETCH, None))
+
+    def wanted(self, key: bytes) -> None:
+        self._wanted.add(key)
 
     def release(self, key: bytes, outcome: str) -> None:
+        self._wanted.discard(key)
         self._tell(Release, key=key, outcome=outcome)
 
     def share(self, key: bytes, body: bytes) -> None:
-        """A claimed original just fetched: written through at once, then the workers waiting for it read it."""
+        """
+        A claimed original just fetched. Workers waiting for it get its bytes at once;
+        it is written through too, so that later ones find it on disk. With nobody
+        waiting, it is written through first and then released: a worker that claims
+        it in between waits for the disk rather than fetching it again.
+        """
+        if key in self._wanted:
+            self._wanted.discard(key)
+            self._tell(Release, key=key, outcome=FETCHED, body=body)
+            self._write(key, body)
+            return
         self._write(key, body).addCallback(lambda on_disk: self.release(key, ON_DISK if on_disk else FETCH))
 
     def put(self, key: bytes, body: bytes) -> None:

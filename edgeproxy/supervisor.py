@@ -27,7 +27,7 @@ from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Reserve, Touch, Written
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Reserve, Touch, Wanted, Written
 
 log = Logger()
 _RESPAWN_DELAY = 1.0
@@ -293,12 +293,17 @@ class OwnerProtocol(PromptAMP):
 
     @Claim.responder
     def claim(self, key: bytes) -> Deferred[dict]:
-        return self._disk.claims.claim(key, self).addCallback(lambda outcome: {"outcome": outcome})
+        return self._disk.claims.claim(key, self).addCallback(lambda answer: {"outcome": answer[0], "body": answer[1]})
 
     @Release.responder
-    def release(self, key: bytes, outcome: str) -> dict:
-        self._disk.claims.release(key, self, outcome)
+    def release(self, key: bytes, outcome: str, body: bytes | None) -> dict:
+        self._disk.claims.release(key, self, outcome, body)
         return {}
+
+    def wanted(self, key: bytes) -> None:
+        """Another worker waits on this worker's claim of `key`."""
+        if self.transport is not None:  # a worker that is gone has had its claims abandoned
+            self.callRemote(Wanted, key=key)
 
     @Touch.responder
     def touch(self, key: bytes) -> dict:

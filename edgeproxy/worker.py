@@ -31,7 +31,7 @@ from edgeproxy.drain import DrainService
 from edgeproxy.services import SequentialService
 from edgeproxy.tap import Edge, build_edge
 from edgeproxy.tls import SNIServerContexts, tls_factory
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, PromptAMP, Purge, Snapshot
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, PromptAMP, Purge, Snapshot, Wanted
 
 log = Logger()
 _PR_SET_PDEATHSIG = 1
@@ -111,6 +111,11 @@ class WorkerProtocol(PromptAMP):
 
         text = generate_latest(REGISTRY) if with_metrics else b""
         return {"metrics": text, "status": json.dumps(status_of(self._edge)).encode()}
+
+    @Wanted.responder
+    def wanted(self, key: bytes) -> dict:
+        self._edge.images.disk.wanted(key)
+        return {}
 
     @Purge.responder
     def purge(self, image_hash: str) -> dict:

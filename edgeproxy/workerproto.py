@@ -5,8 +5,9 @@ socket pair (the worker's file descriptor 3).
 Workers ask the supervisor, the single owner of the disk index, before they write an
 entry (`Reserve`) and tell it when the file is in place (`Written`), when they read
 one (`Touch`, a hit for the eviction policy) and when they found one corrupt
-(`Forget`); before they fetch an original they claim it (`Claim`), and say how the
-fetch went (`Release`), so that one worker fetches it for all (edgeproxy.claims). The supervisor asks workers for their counters and metrics (`Snapshot`)
+(`Forget`); before they fetch an original they claim it (`Claim`), hear whether
+another worker waits on it (`Wanted`), and say how the fetch went (`Release`), so that
+one worker fetches it for all (edgeproxy.claims). The supervisor asks workers for their counters and metrics (`Snapshot`)
 and to purge an image (`Purge`).
 """
 
@@ -26,13 +27,18 @@ class BigBytes(amp.Argument):
     """Bytes of any length, split over as many AMP values (each at most 64 KiB) as it takes."""
 
     def toBox(self, name: bytes, strings: dict, objects: dict, proto: object) -> None:
-        value = objects[name.decode()]
+        value = objects.get(name.decode())
+        if value is None and self.optional:
+            return
         chunks = [value[i : i + _CHUNK] for i in range(0, len(value), _CHUNK)]
         strings[name] = b"%d" % len(chunks)
         for index, chunk in enumerate(chunks):
             strings[b"%s.%d" % (name, index)] = chunk
 
     def fromBox(self, name: bytes, strings: dict, objects: dict, proto: object) -> None:
+        if name not in strings and self.optional:
+            objects[name.decode()] = None
+            return
         count = int(strings[name])
         objects[name.decode()] = b"".join(strings[b"%s.%d" % (name, index)] for index in range(count))
 
@@ -79,16 +85,23 @@ class Forget(amp.Command):
 
 
 class Claim(amp.Command):
-    """May I fetch this original? `fetch`, or, once the worker fetching it is done, `disk` or `absent`."""
+    """May I fetch this original? `fetch`, or, once the worker fetching it is done, `fetched` (with its bytes), `disk` or `absent`."""
 
     arguments = [(b"key", amp.String())]
-    response = [(b"outcome", amp.Unicode())]
+    response = [(b"outcome", amp.Unicode()), (b"body", BigBytes(optional=True))]
 
 
 class Release(amp.Command):
-    """My fetch of a claimed original is over: it is on disk, absent, or neither (`fetch`)."""
+    """My fetch of a claimed original is over: here it is (`fetched`), it is on disk, absent, or neither (`fetch`)."""
 
-    arguments = [(b"key", amp.String()), (b"outcome", amp.Unicode())]
+    arguments = [(b"key", amp.String()), (b"outcome", amp.Unicode()), (b"body", BigBytes(optional=True))]
+    requiresAnswer = False
+
+
+class Wanted(amp.Command):
+    """(To a worker) another worker waits on your claim of this key: release it with its bytes."""
+
+    arguments = [(b"key", amp.String())]
     requiresAnswer = False
 
 

@@ -280,13 +280,15 @@ class CountingOrigin:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("present", [True, False])
-def test_a_cold_image_asked_of_both_workers_at_once_reaches_the_origin_once(tmp_path, originals, present):
+@pytest.mark.parametrize("present, disk_bytes", [(True, "1GiB"), (False, "1GiB"), (True, "1KiB")])
+def test_a_cold_image_asked_of_both_workers_at_once_reaches_the_origin_once(tmp_path, originals, present, disk_bytes):
+    """Also when the disk cannot take it (1 KiB): the fetching worker hands the bytes over itself."""
     name = originals[0] if present else "0" * 40
     data = (tmp_path / "originals" / f"{originals[0]}.jpg").read_bytes()
     origin = CountingOrigin({f"/{originals[0]}.jpg": data}, delay=0.5)
     (tmp_path / "map.ini").write_text(f"[tokenmap]\nffff = {origin.address}\n")
-    config = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini"), ("origins", "hedge_after"): "off"})
+    changes = {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini"), ("origins", "hedge_after"): "off"}
+    config = write_config(tmp_path, {**changes, ("cache", "disk_bytes"): disk_bytes})
     proxy = Twistd(config, tmp_path, workers=2)
     try:
         with ThreadPoolExecutor(40) as pool:
