@@ -107,9 +107,9 @@ class SharedDisk:
     def wanted(self, key: bytes) -> None:
         self._wanted.add(key)
 
-    def release(self, key: bytes, outcome: str) -> None:
+    def release(self, key: bytes, outcome: str, body: bytes | None = None) -> None:
         self._wanted.discard(key)
-        self._tell(Release, key=key, outcome=outcome)
+        self._tell(Release, key=key, outcome=outcome, body=body)
 
     def share(self, key: bytes, body: bytes) -> None:
         """
@@ -119,8 +119,7 @@ class SharedDisk:
         it in between waits for the disk rather than fetching it again.
         """
         if key in self._wanted:
-            self._wanted.discard(key)
-            self._tell(Release, key=key, outcome=FETCHED, body=body)
+            self.release(key, FETCHED, body)
             self._write(key, body)
             return
         self._write(key, body).addCallback(lambda on_disk: self.release(key, ON_DISK if on_disk else FETCH))
