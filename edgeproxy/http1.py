@@ -23,6 +23,7 @@ from zope.interface import implementer
 from edgeproxy.cachedobject import CachedObject
 from edgeproxy.errors import EdgeError
 from edgeproxy.httpserver import EdgeHandler, HttpDate, StreamSite, error_body, reason
+from edgeproxy.promptwrite import PromptWriter
 from edgeproxy.requesthead import MAX_HEAD, MAX_LINE, BadFraming, RequestHead, parse_head
 
 CHUNK = 64 * 1024
@@ -90,9 +91,8 @@ class Http1Exchange:
 
 
 class Http1Connection(Protocol):
-    def __init__(self, site: EdgeSite, plain_socket: bool = False):
+    def __init__(self, site: EdgeSite):
         self._site = site
-        self._direct = plain_socket  # nothing of ours is waiting in the transport: send() may go first
         self._handler = site.handler
         self._limits = site.limits
         self._clock = site.clock
@@ -110,9 +110,9 @@ class Http1Connection(Protocol):
 
     def connectionMade(self) -> None:
         self._site.connections += 1
-        handle = getattr(self.transport, "getHandle", lambda: None)() if self._direct else None
-        self._direct = hasattr(handle, "sendmsg")
-        self._socket = handle
+        # A response on a plain socket goes out in one sendmsg(): through the transport
+        # it would cost two epoll registrations.
+        self._writer = PromptWriter(self.transport)
         self._expect(self._limits.header_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -179,35 +179,14 @@ class Http1Connection(Protocol):
     def respond(self, head: bytes, body: bytes, keep_alive: bool) -> int:
         """Write one response; the next request is read once it is on its way."""
         if len(body) <= CHUNK:
-            self._write(head, body)
+            self._writer.write_parts((head, body))
             self._finished(keep_alive)
         else:
-            self._direct = False
+            self._writer.hand_over()
             self.transport.write(head)
             self._body = _BodySender(self, memoryview(body), keep_alive)
             self.transport.registerProducer(self._body, False)
         return len(body)
-
-    def _write(self, head: bytes, body: bytes) -> None:
-        """
-        On a plain socket with nothing queued, one sendmsg() sends the response at once:
-        handing it to the transport would cost two epoll registrations per response. What
-        the socket does not take goes to the transport, which then owns the order of all
-        later writes of this connection.
-        """
-        if self._direct:
-            try:
-                sent = self._socket.sendmsg((head, body))
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._direct = False
-                return  # the transport sees the broken connection on its own
-            if sent == len(head) + len(body):
-                return
-            self._direct = False
-            head, body = (head[sent:], body) if sent < len(head) else (b"", body[sent - len(head) :])
-        self.transport.writeSequence((head, body))
 
     def body_sent(self, keep_alive: bool) -> None:
         self.transport.unregisterProducer()
@@ -328,15 +307,15 @@ class _ChooseByALPN(Protocol):
         if set_no_delay is not None:
             set_no_delay(True)  # a response is written whole: Nagle would only hold its last segment back
         if not hasattr(transport, "negotiatedProtocol"):
-            self._choose(None, plain=True)
+            self._choose(None)
         else:
             self._timer = self._site.clock.callLater(self._site.limits.header_timeout, transport.abortConnection)
 
-    def _choose(self, protocol: bytes | None, plain: bool = False) -> None:
+    def _choose(self, protocol: bytes | None) -> None:
         if protocol == b"h2":
             self._inner = self._site.streams.buildProtocol(self._addr)
         else:
-            self._inner = Http1Connection(self._site, plain_socket=plain)
+            self._inner = Http1Connection(self._site)
         self._inner.makeConnection(self.transport)
         self.dataReceived = self._inner.dataReceived  # type: ignore[method-assign]
 

@@ -6,8 +6,8 @@ through it: an origin request (9 ms between asking for it and the origin hearing
 a box between the supervisor and a worker (3-13 ms a step of a cold miss). A
 PromptWriter sends straight to the socket while nothing of ours is queued in the
 transport; what the socket does not take goes to the transport, which from then on
-owns the order of every write of that connection. (edgeproxy.http1 does the same for
-responses, with sendmsg() over head and body.)
+owns the order of every write of that connection. A response's head and body go out in
+one sendmsg(), without being joined first.
 """
 
 from __future__ import annotations
@@ -25,30 +25,49 @@ from zope.interface import implementer
 class PromptWriter:
     def __init__(self, transport: ITransport):
         self._transport = transport
-        self._socket = getattr(transport, "getHandle", lambda: None)()
-        self._direct = isinstance(self._socket, socket.socket)  # never a TLS connection's handle
+        handle = getattr(transport, "getHandle", lambda: None)()
+        self._socket = handle if isinstance(handle, socket.socket) else None  # never a TLS connection's handle
 
     @property
     def direct(self) -> bool:
-        return self._direct
+        return self._socket is not None
+
+    def hand_over(self) -> None:
+        """From now on every write goes through the transport (a producer is about to use it)."""
+        self._socket = None
 
     def write(self, data: bytes) -> None:
-        if self._direct:
+        self.write_parts((data,))
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write_parts(tuple(data))
+
+    def write_parts(self, parts: tuple[bytes, ...]) -> None:
+        sock = self._socket
+        if sock is not None:
             try:
-                sent = self._socket.send(data)
+                sent = sock.sendmsg(parts)
             except BlockingIOError:
                 sent = 0
             except OSError:
-                self._direct = False
+                self._socket = None
                 return  # a broken connection: the transport sees it on its own
-            if sent == len(data):
+            if sent == sum(map(len, parts)):
                 return
-            self._direct = False
-            data = data[sent:]
-        self._transport.write(data)
+            self._socket = None
+            parts = _unsent(parts, sent)
+        self._transport.writeSequence(parts)
 
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
+
+def _unsent(parts: tuple[bytes, ...], sent: int) -> list[bytes]:
+    rest = []
+    for part in parts:
+        if sent >= len(part):
+            sent -= len(part)
+        else:
+            rest.append(part[sent:])
+            sent = 0
+    return rest
 
 
 class _PromptProtocol(ProtocolWrapper):
