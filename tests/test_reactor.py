@@ -6,7 +6,9 @@ import socket
 import pytest
 from twisted.logger import globalLogPublisher
 
-from edgeproxy.reactor import EdgeReactor
+from twisted.internet.protocol import Factory, Protocol
+
+from edgeproxy.reactor import ACCEPTS_PER_TURN, EdgeReactor
 from tests.configs import write_config
 from tests.twistd import Twistd
 
@@ -71,6 +73,50 @@ def test_a_failing_descriptor_is_logged_and_dropped_and_the_others_are_still_ser
         reactor.removeAll()
         for s in (bad, bad_peer, good, good_peer):
             s.close()
+        reactor._poller.close()
+
+
+class Counted(Factory):
+    protocol = Protocol
+
+    def __init__(self):
+        self.built = 0
+
+    def buildProtocol(self, addr):
+        self.built += 1
+        return super().buildProtocol(addr)
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.parametrize("how", ["listenTCP", "adoptStreamPort"])
+def test_a_burst_of_connections_is_accepted_a_few_per_turn(how):
+    """So that the first requests are read (and a cold image fetched) before the burst is all accepted."""
+    reactor, factory = EdgeReactor(), Counted()
+    held = listening_socket()
+    if how == "listenTCP":
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    else:
+        port = reactor.adoptStreamPort(held.fileno(), socket.AF_INET, factory)
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(3 * ACCEPTS_PER_TURN + 1)]
+    try:
+        seen = []
+        for _ in range(4):
+            reactor.doIteration(1)
+            seen.append(factory.built)
+        assert seen == [ACCEPTS_PER_TURN * n for n in (1, 2, 3)] + [3 * ACCEPTS_PER_TURN + 1]
+    finally:
+        for client in clients:
+            client.close()
+        port.stopListening()
+        reactor.removeAll()
+        held.close()
         reactor._poller.close()
 
 
