@@ -7,6 +7,11 @@ supervisor say so), the original is on the shared disk (they read it there), abs
 everywhere (they answer 404), or neither (they fetch it themselves). However many
 workers miss on one image at once, the origin hears of it once.
 
+A claim is also how a worker learns that an original is on the shared disk (STORED,
+answered at once, nothing claimed): the worker used to read the file itself first,
+and in a 100-way cold-miss burst that read took 1-8 ms (the pool thread's answer waits
+for the reactor's turn), all of it before the claim and the fetch.
+
 The bytes travel with the answer because the disk was slow to hand them over: a
 second worker's waiters waited 13-18 ms past the fetch for the reservation, the write
 and the release, each behind the first worker's own 50 answers and their closing
@@ -19,7 +24,7 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 
-FETCH, FETCHED, ON_DISK, ABSENT = "fetch", "fetched", "disk", "absent"
+FETCH, FETCHED, ON_DISK, ABSENT, STORED = "fetch", "fetched", "disk", "absent", "stored"
 Answer = tuple[str, "bytes | None"]  # an outcome, and with FETCHED the original's bytes
 
 

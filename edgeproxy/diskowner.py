@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
-from edgeproxy.claims import FetchClaims
+from edgeproxy.claims import STORED, Answer, FetchClaims
 from edgeproxy.disktier import DiskTier
 
 
@@ -20,6 +20,12 @@ class DiskOwner(DiskTier):
         super().__init__(*args, **kwargs)
         self._reserved: set[bytes] = set()
         self.claims = FetchClaims(lambda claimant, key: claimant.wanted(key))  # which worker fetches an original for all
+
+    def claim(self, key: bytes, claimant: object) -> "Deferred[Answer]":
+        """STORED if `key` is on disk (indexed, and not being written); else the claims decide."""
+        if key in self._index and key not in self._reserved:
+            return succeed((STORED, None))
+        return self.claims.claim(key, claimant)
 
     def reserve(self, key: bytes, size: int) -> "Deferred[bool]":
         """

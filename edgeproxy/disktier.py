@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
-from edgeproxy.claims import FETCH, Answer
+from edgeproxy.claims import FETCH, STORED, Answer
 from edgeproxy.eviction import make_policy
 
 log = Logger()
@@ -127,7 +127,7 @@ class DiskTier:
 
     def claim(self, key: bytes) -> "Deferred[Answer]":
         """One process: its own SingleFlight already collapses every miss (edgeproxy.claims is for workers)."""
-        return succeed((FETCH, None))
+        return succeed((STORED if key in self._index else FETCH, None))
 
     def release(self, key: bytes, outcome: str) -> None:
         """Nothing waits on another process here."""

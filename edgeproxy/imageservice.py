@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from edgeproxy import metrics
 from edgeproxy.cachedobject import CachedObject, make_cached_object
-from edgeproxy.claims import ABSENT, FETCH, ON_DISK
+from edgeproxy.claims import ABSENT, FETCH, ON_DISK, STORED
 from edgeproxy.disktier import DiskTier
 from edgeproxy.errors import EdgeError, FailureKind, OriginFailure
 from edgeproxy.memorytier import MemoryTier
@@ -109,17 +109,19 @@ class ImageService:
     async def _fill(self, request: ImageRequest, tenant: bytes) -> Fetched:
         started = self._clock.seconds()
         purges = self._purges
-        if request.key in self.disk:
-            body = await self.disk.get(request.key)
-            if body is not None:
-                self.counts.disk_hits += 1
-                obj = make_cached_object(body)
-                self.disk.promoted += self.memory.put(request.key, obj)
-                return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
-        self.counts.disk_misses += 1
         if request.is_original:
-            return await self._fetch_original(request, started, purges)
+            return await self._fill_original(request, started, purges)
+        body = await self.disk.get(request.key) if request.key in self.disk else None
+        if body is not None:
+            return self._disk_hit(request, body, started)
+        self.counts.disk_misses += 1
         return await self._render(request, tenant, purges)
+
+    def _disk_hit(self, request: ImageRequest, body: bytes, started: float) -> Fetched:
+        self.counts.disk_hits += 1
+        obj = make_cached_object(body)
+        self.disk.promoted += self.memory.put(request.key, obj)
+        return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
 
     async def _render(self, request: ImageRequest, tenant: bytes, purges: int) -> Fetched:
         """
@@ -161,9 +163,18 @@ class ImageService:
     def _ms_since(self, started: float) -> float:
         return (self._clock.seconds() - started) * 1000
 
-    async def _fetch_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
-        """From the origin, unless another worker process is fetching it (edgeproxy.claims)."""
+    async def _fill_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
+        """
+        From the disk if the claim says it is there, else from the origin unless another
+        worker process is fetching it (edgeproxy.claims).
+        """
         outcome, body = await self.disk.claim(request.key)
+        if outcome == STORED:
+            body = await self.disk.get(request.key)
+            if body is not None:
+                return self._disk_hit(request, body, started)
+            outcome, body = await self.disk.claim(request.key)  # gone since (evicted, corrupt): claim the fetch
+        self.counts.disk_misses += 1
         if outcome == ABSENT:
             raise EdgeError(404, "image not found")
         if outcome == ON_DISK:

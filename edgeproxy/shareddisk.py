@@ -21,7 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
 from edgeproxy.disktier import RETRY_SECONDS, entry_path, read_entry, write_entry
-from edgeproxy.claims import FETCH, FETCHED, ON_DISK, Answer
+from edgeproxy.claims import FETCH, FETCHED, ON_DISK, STORED, Answer
 from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
 
 log = Logger()
@@ -91,16 +91,15 @@ class SharedDisk:
 
     def claim(self, key: bytes) -> "Deferred[Answer]":
         """
-        Before fetching an original: `fetch` it, or another worker that was fetching it
-        sends it (`fetched`, with its bytes), has it on `disk` or found it `absent`.
-        Waiting is bounded: past `claim_timeout`, or with no supervisor, fetch.
+        Before reading or fetching an original: it is `stored` on disk, or `fetch` it,
+        or another worker that was fetching it sends it (`fetched`, with its bytes), has
+        it on `disk` or found it `absent`. Waiting is bounded: past `claim_timeout`,
+        fetch. With no supervisor to ask, look on disk (then fetch).
         """
         self._wanted.discard(key)
-        if self.channel is None:
-            return succeed((FETCH, None))
-        d = self.channel(Claim, key=key)
+        d = self.channel(Claim, key=key) if self.channel is not None else None
         if d is None:
-            return succeed((FETCH, None))
+            return succeed((STORED, None))
         d.addTimeout(self._claim_timeout, self._clock)
         return d.addCallbacks(lambda answer: (answer["outcome"], answer["body"]), lambda _: (FETCH, None))
 

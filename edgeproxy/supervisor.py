@@ -293,7 +293,7 @@ class OwnerProtocol(PromptAMP):
 
     @Claim.responder
     def claim(self, key: bytes) -> Deferred[dict]:
-        return self._disk.claims.claim(key, self).addCallback(lambda answer: {"outcome": answer[0], "body": answer[1]})
+        return self._disk.claim(key, self).addCallback(lambda answer: {"outcome": answer[0], "body": answer[1]})
 
     @Release.responder
     def release(self, key: bytes, outcome: str, body: bytes | None) -> dict:

@@ -85,7 +85,10 @@ class Forget(amp.Command):
 
 
 class Claim(amp.Command):
-    """May I fetch this original? `fetch`, or, once the worker fetching it is done, `fetched` (with its bytes), `disk` or `absent`."""
+    """
+    May I fetch this original? `stored` (it is on disk: read it), `fetch`, or, once the
+    worker fetching it is done, `fetched` (with its bytes), `disk` or `absent`.
+    """
 
     arguments = [(b"key", amp.String())]
     response = [(b"outcome", amp.Unicode()), (b"body", BigBytes(optional=True))]

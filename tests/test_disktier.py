@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 from edgeproxy import diskentry
+from edgeproxy.claims import FETCH, STORED
 from edgeproxy.disktier import RETRY_SECONDS, DiskTier
 
 
@@ -67,6 +68,7 @@ async def test_put_get_and_a_restart_serves_what_was_written(tmp_path, pool):
     await again.start()
     assert b"k1.jpg" in again
     assert await again.get(b"k1.jpg") == b"body one"
+    assert await again.claim(b"k1.jpg") == (STORED, None) and await again.claim(b"k2.jpg") == (FETCH, None)
 
 
 @pytest_twisted.ensureDeferred

@@ -18,13 +18,15 @@ from edgeproxy import diskentry
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.supervisor import OwnerProtocol
-from edgeproxy.workerproto import Forget, Reserve, Touch, Written
+from edgeproxy.claims import FETCH, STORED
+from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
 from tests.test_disktier import files_on_disk, path_of, pool  # noqa: F401 (a fixture)
 
 
 def channel(owner: OwnerProtocol):
     """callRemote, straight into the owner's responders."""
-    responders = {Reserve: owner.reserve, Written: owner.written, Touch: owner.touch, Forget: owner.forget}
+    responders = {Reserve: owner.reserve, Written: owner.written, Touch: owner.touch, Forget: owner.forget,
+                  Claim: owner.claim, Release: owner.release}
 
     def call(command, **arguments):
         d = maybeDeferred(responders[command], **arguments)
@@ -90,6 +92,25 @@ async def test_a_worker_dying_mid_write_loses_the_entry_and_its_file(tmp_path, p
     protocol.connectionLost(Failure(ConnectionDone()))
     await landed(a)
     assert len(owner) == 0 and files_on_disk(tmp_path) == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_claim_says_an_original_is_stored_once_it_has_landed(tmp_path, pool):  # noqa: F811
+    """A worker learns it from the owner's index, without reading the disk first; nothing stays claimed."""
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    assert await a.claim(b"k.jpg") == (FETCH, None)
+    a.share(b"k.jpg", b"body")  # written through, then released
+    await landed(a)
+    assert await b.claim(b"k.jpg") == (STORED, None) and len(owner.claims) == 0
+    assert await b.get(b"k.jpg") == b"body"
+    assert await owner.reserve(b"w.jpg", 10) is True  # being written: not stored yet, so it is claimed
+    assert await b.claim(b"w.jpg") == (FETCH, None) and len(owner.claims) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_no_supervisor_a_worker_looks_on_disk_itself(tmp_path, pool):  # noqa: F811
+    worker = SharedDisk(str(tmp_path), 1 << 20, reactor, Clock(), pool, claim_timeout=5.0)
+    assert await worker.claim(b"k.jpg") == (STORED, None)
 
 
 @pytest_twisted.ensureDeferred
