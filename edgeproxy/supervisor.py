@@ -27,7 +27,12 @@ from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Reserve, Touch, Wanted, Written
+from edgeproxy.remoterender import render_for_worker
+from edgeproxy.render import IRenderer
+from edgeproxy.tap import available_cpus, render_processes
+from edgeproxy.workerproto import (
+    CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Render, Reserve, Touch, Wanted, Written,
+)
 
 log = Logger()
 _RESPAWN_DELAY = 1.0
@@ -50,7 +55,10 @@ def build_supervisor(config: Config, workers: int) -> MultiService:
     disk = DiskOwner(cache.disk_path, cache.disk_bytes, reactor, reactor, thread_pool("edgeproxy-disk", 2, parts), cache.policy)
     HookService(start=disk.start).setServiceParent(parts)
     health = HealthResource()
-    pool = WorkerPool(reactor, config, workers, disk, health)
+    renderer = None
+    if config.resize.render_mode == "processes":  # one pool for all workers: a render process per CPU at most
+        renderer = render_processes(config, reactor, parts, min(available_cpus(), config.resize.render_workers * workers))
+    pool = WorkerPool(reactor, config, workers, disk, health, renderer)
     SighupService(reactor, pool.reload).setServiceParent(parts)
     build_admin(reactor, config, pool, disk, health, parts, top)
     pool.setServiceParent(top)
@@ -129,11 +137,15 @@ def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.s
 
 
 class WorkerPool(Service):
-    def __init__(self, reactor: object, config: Config, count: int, disk: DiskOwner, health: HealthResource):
+    def __init__(
+        self, reactor: object, config: Config, count: int, disk: DiskOwner, health: HealthResource, renderer: IRenderer | None = None
+    ):
+        """`renderer`: the render processes every worker's renders go to (render_mode = processes)."""
         self._reactor = reactor
         self._config = config
         self.count = count
         self._disk = disk
+        self._renderer = renderer
         self._health = health
         tls = config.tls.listen if config.tls is not None else ()
         self._listeners = SharedListeners(reactor, config.edge.listen + tls)
@@ -157,7 +169,7 @@ class WorkerPool(Service):
         if not self.running:
             return
         process = WorkerProcess(index, self, self._reactor.seconds())
-        process.start(self._reactor, self._command(index), self._listeners.fds, self._disk)
+        process.start(self._reactor, self._command(index), self._listeners.fds, OwnerProtocol(self._disk, index, self._renderer))
         self.workers[index] = process
 
     def _command(self, index: int) -> list[str]:
@@ -228,7 +240,7 @@ class WorkerProcess(ProcessProtocol):
         self.channel: OwnerProtocol | None = None
         self._partial = {2: b""}
 
-    def start(self, reactor: object, command: list[str], listener_fds: list[int], disk: DiskOwner) -> None:
+    def start(self, reactor: object, command: list[str], listener_fds: list[int], channel: OwnerProtocol) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds: dict[int, object] = {0: "w", 1: 1, 2: "r", CHANNEL_FD: theirs.fileno()}
         child_fds.update((FIRST_LISTENER_FD + i, fd) for i, fd in enumerate(listener_fds))
@@ -238,7 +250,7 @@ class WorkerProcess(ProcessProtocol):
         finally:
             theirs.close()
         self.pid = transport.pid
-        self.channel = OwnerProtocol(disk, self.index)
+        self.channel = channel
         ours.setblocking(False)
         reactor.adoptStreamConnection(ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self.channel))
         ours.close()
@@ -267,12 +279,13 @@ class WorkerProcess(ProcessProtocol):
 
 
 class OwnerProtocol(PromptAMP):
-    """The supervisor's end of a worker's channel: the disk index answers its questions."""
+    """The supervisor's end of a worker's channel: the disk index answers its questions, the render processes render for it."""
 
-    def __init__(self, disk: DiskOwner, index: int):
+    def __init__(self, disk: DiskOwner, index: int, renderer: IRenderer | None = None):
         super().__init__()
         self._disk = disk
         self.index = index
+        self._renderer = renderer
         self._pending: set[bytes] = set()
 
     @Reserve.responder
@@ -304,6 +317,12 @@ class OwnerProtocol(PromptAMP):
         """Another worker waits on this worker's claim of `key`."""
         if self.transport is not None:  # a worker that is gone has had its claims abandoned
             self.callRemote(Wanted, key=key)
+
+    @Render.responder
+    def render(self, source: bytes, width: int, height: int, fit: str, fmt: str) -> Deferred[dict]:
+        if self._renderer is None:
+            return succeed({"unrenderable": "the supervisor has no render processes"})
+        return render_for_worker(self._renderer, source, width, height, fit, fmt)
 
     @Touch.responder
     def touch(self, key: bytes) -> dict:

@@ -42,6 +42,7 @@ from edgeproxy.render import (
     ThreadRenderer,
     configure_libvips,
 )
+from edgeproxy.remoterender import SupervisorRenderer
 from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.services import HookService, SequentialService, thread_pool
@@ -146,6 +147,7 @@ class Edge:
     images: ImageService
     history: TrafficHistory
     backends: list[GuardedBackend]
+    remote_renderer: SupervisorRenderer | None = None  # a worker's, given the channel once it is up
 
 
 def build_edge(config: Config, reactor: object, top: MultiService, workers: int = 1) -> Edge:
@@ -167,14 +169,15 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     memory = MemoryTier(memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
     resize = config.resize
     queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
-    images = ImageService(memory, disk, origin, reactor, _renderer(config, reactor, top), queue, cache.negative_ttl)
+    renderer = SupervisorRenderer() if workers > 1 and resize.render_mode == "processes" else _renderer(config, reactor, top)
+    images = ImageService(memory, disk, origin, reactor, renderer, queue, cache.negative_ttl)
     history = TrafficHistory(images, reactor)
     HookService(start=lambda: history.loop.start(history.step), stop=history.loop.stop).setServiceParent(top)
     signatures = SignaturePolicy(config.security.sign, config.security.keys)
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images, signatures, _access_log(config, reactor, top), reactor)
     site = EdgeSite(handler, reactor, config.edge.limits)
     metrics.track(images, history, site)
-    return Edge(site, images, history, backends)
+    return Edge(site, images, history, backends, renderer if isinstance(renderer, SupervisorRenderer) else None)
 
 
 def _access_log(config: Config, reactor: object, top: MultiService) -> AccessLog | None:
@@ -190,7 +193,22 @@ def _access_log(config: Config, reactor: object, top: MultiService) -> AccessLog
 def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
     """libvips work in its own threads or processes, one per render worker."""
     resize = config.resize
-    settings = RenderSettings(
+    if resize.render_mode == "processes":
+        return render_processes(config, reactor, top, resize.render_workers)
+    configure_libvips()
+    return ThreadRenderer(reactor, thread_pool("edgeproxy-render", resize.render_workers, top), render_settings(config))
+
+
+def render_processes(config: Config, reactor: object, top: MultiService, count: int) -> ProcessRenderer:
+    """Up to `count` render processes (started as renders come), stopped with `top`."""
+    renderer = ProcessRenderer(reactor, count, render_settings(config))
+    HookService(stop=renderer.stop).setServiceParent(top)
+    return renderer
+
+
+def render_settings(config: Config) -> RenderSettings:
+    resize = config.resize
+    return RenderSettings(
         quality=resize.quality,
         max_pixels=resize.max_source_pixels,
         max_frames=resize.max_source_frames,
@@ -198,9 +216,3 @@ def _renderer(config: Config, reactor: object, top: MultiService) -> IRenderer:
         upscale=resize.upscale,
         priority=resize.render_priority,
     )
-    if resize.render_mode == "processes":
-        renderer = ProcessRenderer(reactor, resize.render_workers, settings)
-        HookService(stop=renderer.stop).setServiceParent(top)
-        return renderer
-    configure_libvips()
-    return ThreadRenderer(reactor, thread_pool("edgeproxy-render", resize.render_workers, top), settings)

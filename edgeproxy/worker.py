@@ -157,6 +157,8 @@ class ChannelService(Service):
         self._reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, Factory.forProtocol(lambda: self._protocol))
         os.close(CHANNEL_FD)
         self._edge.images.disk.channel = self._protocol.callRemote
+        if self._edge.remote_renderer is not None:
+            self._edge.remote_renderer.channel = self._protocol.callRemote
 
     def _lost(self) -> None:
         if self.running:

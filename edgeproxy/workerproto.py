@@ -108,6 +108,17 @@ class Wanted(amp.Command):
     requiresAnswer = False
 
 
+class Render(amp.Command):
+    """
+    (To the supervisor) render this variant of an original in your render processes:
+    the bytes, or why the original cannot be made into it.
+    """
+
+    arguments = [(b"source", BigBytes()), (b"width", amp.Integer()), (b"height", amp.Integer()), (b"fit", amp.Unicode()),
+                 (b"fmt", amp.Unicode())]
+    response = [(b"body", BigBytes(optional=True)), (b"unrenderable", amp.Unicode(optional=True))]
+
+
 class Snapshot(amp.Command):
     """The worker's Prometheus text (empty unless asked for) and, as JSON, what the status page shows."""
 

@@ -15,12 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import pyvips
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy import diskentry
 from tests.configs import REPO, write_config
+from tests.images import name_of, photo
 from tests.tlscerts import LoopbackCA
-from tests.twistd import TWISTD, Twistd, alive
+from tests.twistd import TWISTD, Twistd, alive, children_of, command_line
 
 SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
 
@@ -176,6 +178,38 @@ def test_a_spill_is_a_disk_hit_for_the_other_worker(tmp_path, originals):
                 break
         assert all(other.values()), "the other worker never asked"
         assert per_worker(metrics(proxy), "miss", "disk") == {fetcher: 1, **{w: 0 for w in other}}
+    finally:
+        proxy.stop()
+
+
+def render_processes_under(pid: int) -> set[int]:
+    """The children of the render fork servers `pid` started."""
+    servers = {child for child in children_of(pid) if "forkserver" in command_line(child)}
+    return {process for server in servers for process in children_of(server)}
+
+
+def test_every_workers_renders_go_to_the_supervisors_render_processes(tmp_path, originals):
+    """
+    One pool of render processes for all workers, the supervisor's: no worker starts one
+    of its own. An original that cannot be rendered is a 502 through it too, and a killed
+    render process is replaced.
+    """
+    truncated = photo(800, 600, seed=99)[:-2000]
+    (tmp_path / "originals" / f"{name_of(truncated)}.jpg").write_bytes(truncated)
+    config = write_config(tmp_path, {("local", "root"): str(tmp_path / "originals"), ("resize", "render_mode"): "processes",
+                                     ("resize", "render_workers"): "1"})
+    proxy = Twistd(config, tmp_path, workers=2)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda name: proxy.get(f"/{name}/thumb.jpg"), originals[:16]))
+        assert {(status, pyvips.Image.new_from_buffer(body, "").width) for status, _, body in answers} == {(200, 150)}
+        assert proxy.get(f"/{name_of(truncated)}/thumb.jpg")[0] == 502
+        renderers = render_processes_under(proxy.process.pid)
+        assert renderers and not any(children_of(worker) for worker in proxy.worker_pids())
+        for pid in renderers:
+            os.kill(pid, signal.SIGKILL)
+        statuses = [proxy.get(f"/{name}/thumb.jpg")[0] for name in originals[16:20]]
+        assert statuses[-1] == 200 and set(statuses) <= {200, 502}
     finally:
         proxy.stop()
 

@@ -56,8 +56,8 @@ class Twistd:
             time.sleep(0.05)
 
     def worker_pids(self) -> set[int]:
-        """The supervisor's child processes (its workers), from /proc."""
-        return children_of(self.process.pid)
+        """The supervisor's workers (not its render processes' fork server or resource tracker), from /proc."""
+        return {pid for pid in children_of(self.process.pid) if "--worker-of" in command_line(pid)}
 
     def get(self, path: str, headers: dict | None = None, admin: bool = False, method: str = "GET") -> tuple[int, dict, bytes]:
         port = self.admin_port if admin else self.port
@@ -99,6 +99,13 @@ def children_of(pid: int) -> set[int]:
             if int(stat.rpartition(")")[2].split()[1]) == pid:
                 found.add(int(entry))
     return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def alive(pid: int) -> bool:

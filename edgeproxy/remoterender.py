@@ -1,0 +1,52 @@
+"""
+With `[edge] workers` > 1 and `[resize] render_mode = processes`, the render processes
+are the supervisor's, one pool for every worker, and a worker's renders travel over its
+channel. A pool per worker cost a fork server, a resource tracker and its own render
+processes in each worker (two workers, two render processes each: 7 processes and about
+100 MB of PSS, where one pool is 4 processes), and a worker with a backlog of renders
+could use only its own share of the cores while the other's pool sat idle.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from edgeproxy.render import IRenderer, Unrenderable
+from edgeproxy.urls import Geometry
+from edgeproxy.workerproto import Render
+
+
+@implementer(IRenderer)
+class SupervisorRenderer:
+    """A worker's renderer: the supervisor's render processes do the work."""
+
+    def __init__(self) -> None:
+        self.channel: Callable[..., Deferred | None] | None = None  # callRemote of the supervisor's AMP
+
+    def render(self, source: bytes, geometry: Geometry, fmt: str) -> "Deferred[bytes]":
+        call = self.channel
+        d = call(Render, source=source, width=geometry.width, height=geometry.height, fit=geometry.fit, fmt=fmt) if call else None
+        if d is None:
+            return fail(Unrenderable("no supervisor to render it"))
+        return d.addCallback(_rendered)
+
+
+def _rendered(answer: dict) -> bytes:
+    if answer["body"] is None:
+        raise Unrenderable(answer["unrenderable"])
+    return answer["body"]
+
+
+def render_for_worker(renderer: IRenderer, source: bytes, width: int, height: int, fit: str, fmt: str) -> "Deferred[dict]":
+    """The supervisor's side of Render: an unrenderable original is an answer, not an AMP error."""
+    d = renderer.render(source, Geometry(width, height, fit), fmt)
+    return d.addCallbacks(lambda body: {"body": body}, _unrenderable)
+
+
+def _unrenderable(failure: Failure) -> dict:
+    failure.trap(Unrenderable)
+    return {"unrenderable": failure.value.reason}
