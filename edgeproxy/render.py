@@ -98,27 +98,25 @@ def _configure_render_process(priority: str) -> None:
     _return_freed_memory()
 
 
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's mallopt() parameters
-MMAP_THRESHOLD = 128 * 1024
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter
 
 
 def _return_freed_memory() -> None:
     """
-    glibc's malloc keeps what a render frees: its mmap threshold climbs to the largest
-    buffer freed so far, so the next decodes come from the heap and stay there, and
-    each libvips thread gets an arena of its own. The four render processes of the
-    bundled config (2 workers) held 31-44 MB PSS each after a burst of renders of
-    2000x1500 sources; with the threshold fixed at 128 KiB and one arena, 22-28 MB, and
-    the whole proxy 304 MB instead of 359. Renders took the same CPU (38.4 against 38.2
-    ms); a 32 KiB threshold kept 3-4 MB less but cost 8 %. Applied to render processes
-    only: the reactor's process (and its render threads in render_mode = threads) keeps
-    its arenas. Where malloc is not glibc's there is nothing to set.
+    glibc's malloc gives each thread that allocates an arena of its own (a render process
+    had 5) and keeps in each what the renders free: after nine renders of 2000x1500
+    photos it held 26-39 MB of freed memory, 7-19 MB with one arena. The bundled config
+    with two workers, after a burst of renders: 257-258 MB of PSS against 267-277 MB,
+    renders as fast (within the +-5 % noise). Fixing the mmap threshold at 128 KiB as well
+    gave back 6-10 MB more per render process but cost 8-12 % of the renders per second
+    (a page fault for every page of every fresh buffer). Render processes only: the
+    reactor's process (and its render threads in render_mode = threads) keeps its
+    arenas. Where malloc is not glibc's there is nothing to set.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
-    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     mallopt(_M_ARENA_MAX, 1)
 
 
