@@ -169,15 +169,15 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     memory = MemoryTier(memory_bytes, cache.max_object_bytes, cache.policy, lambda key, obj: disk.put(key, obj.body))
     resize = config.resize
     queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
-    renderer = SupervisorRenderer() if workers > 1 and resize.render_mode == "processes" else _renderer(config, reactor, top)
-    images = ImageService(memory, disk, origin, reactor, renderer, queue, cache.negative_ttl)
+    remote = SupervisorRenderer() if workers > 1 and resize.render_mode == "processes" else None
+    images = ImageService(memory, disk, origin, reactor, remote or _renderer(config, reactor, top), queue, cache.negative_ttl)
     history = TrafficHistory(images, reactor)
     HookService(start=lambda: history.loop.start(history.step), stop=history.loop.stop).setServiceParent(top)
     signatures = SignaturePolicy(config.security.sign, config.security.keys)
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images, signatures, _access_log(config, reactor, top), reactor)
     site = EdgeSite(handler, reactor, config.edge.limits)
     metrics.track(images, history, site)
-    return Edge(site, images, history, backends, renderer if isinstance(renderer, SupervisorRenderer) else None)
+    return Edge(site, images, history, backends, remote)
 
 
 def _access_log(config: Config, reactor: object, top: MultiService) -> AccessLog | None:
