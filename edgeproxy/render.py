@@ -95,13 +95,13 @@ def _configure_render_process(priority: str) -> None:
     """A render process: every thread of it at render priority, libvips as in the proxy."""
     lower_priority(priority, every_thread=True)
     configure_libvips()
-    _return_freed_memory()
+    _one_malloc_arena()
 
 
 _M_ARENA_MAX = -8  # glibc's mallopt() parameter
 
 
-def _return_freed_memory() -> None:
+def _one_malloc_arena() -> None:
     """
     glibc's malloc gives each thread that allocates an arena of its own (a render process
     had 5) and keeps in each what the renders free: after nine renders of 2000x1500
