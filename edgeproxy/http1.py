@@ -4,10 +4,10 @@ the head, one lookup and one write of prebuilt header lines and the body. It kee
 the edge's rules on every connection: requests are answered one at a time in the
 order they came (pipelining), a head must arrive within `header_timeout` of its
 first byte (slowloris) and a keep-alive connection may idle for `idle_timeout`,
-bodies larger than one chunk are sent as the client reads them (a slow reader
-holds one chunk, not a copy of the image) and a client that stops reading for
-`send_timeout` is cut off, and past `max_connections` a new connection is closed
-at once. TLS connections whose ALPN chose h2 go to twisted.web's HTTP/2.
+what the socket does not take of a response at once is sent as the client reads it
+(a slow reader holds one chunk, not a copy of the image) and a client that stops
+reading for `send_timeout` is cut off, and past `max_connections` a new connection
+is closed at once. TLS connections whose ALPN chose h2 go to twisted.web's HTTP/2.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from zope.interface import implementer
 from edgeproxy.cachedobject import CachedObject
 from edgeproxy.errors import EdgeError
 from edgeproxy.httpserver import EdgeHandler, HttpDate, StreamSite, error_body, reason
-from edgeproxy.promptwrite import PromptWriter
+from edgeproxy.promptwrite import PromptWriter, unsent
 from edgeproxy.requesthead import MAX_HEAD, MAX_LINE, BadFraming, RequestHead, parse_head
 
 CHUNK = 64 * 1024
@@ -177,20 +177,29 @@ class Http1Connection(Protocol):
         self._handler.refuse(self._current, error)
 
     def respond(self, head: bytes, body: bytes, keep_alive: bool) -> int:
-        """Write one response; the next request is read once it is on its way."""
-        if len(body) <= CHUNK:
-            self._writer.write_parts((head, body))
+        """
+        Write one response; the next request is read once it is on its way. On a plain
+        socket it goes out in one sendmsg(); what the socket does not take then is sent a
+        chunk at a time as the client reads it, after which writes go straight out again.
+        """
+        writer = self._writer
+        if not writer.direct and len(body) <= CHUNK:  # TLS: its transport takes a chunk whole
+            self.transport.writeSequence((head, body))
+            self._finished(keep_alive)
+            return len(body)
+        sent = writer.send_now((head, body))
+        if sent == len(head) + len(body):
             self._finished(keep_alive)
         else:
-            self._writer.hand_over()
-            self.transport.write(head)
-            self._body = _BodySender(self, memoryview(body), keep_alive)
+            writer.hand_over()
+            self._body = _BodySender(self, unsent((head, body), sent), keep_alive)
             self.transport.registerProducer(self._body, False)
         return len(body)
 
     def body_sent(self, keep_alive: bool) -> None:
         self.transport.unregisterProducer()
         self._body = None
+        self._writer.take_back()
         self._finished(keep_alive)
 
     def _finished(self, keep_alive: bool) -> None:
@@ -248,25 +257,28 @@ class Http1Connection(Protocol):
 
 @implementer(IPullProducer)
 class _BodySender:
-    """Writes a large body a chunk at a time, as the transport drains."""
+    """Writes what the socket did not take at once, a chunk at a time as the transport drains."""
 
-    def __init__(self, connection: Http1Connection, body: memoryview, keep_alive: bool):
+    def __init__(self, connection: Http1Connection, pieces: list[memoryview], keep_alive: bool):
         self._connection = connection
-        self._body = body
-        self._offset = 0
+        self._pieces = pieces
         self._keep_alive = keep_alive
         connection.send_progress()
 
     def resumeProducing(self) -> None:
-        if self._offset >= len(self._body):
+        """Called at once on registration, then each time the transport has sent everything."""
+        if not self._pieces:
             return self._connection.body_sent(self._keep_alive)
-        chunk = self._body[self._offset : self._offset + CHUNK]
-        self._offset += CHUNK
+        piece = self._pieces[0]
+        if len(piece) > CHUNK:
+            self._pieces[0], piece = piece[CHUNK:], piece[:CHUNK]
+        else:
+            del self._pieces[0]
         self._connection.send_progress()
-        self._connection.transport.write(bytes(chunk))
+        self._connection.transport.write(bytes(piece))
 
     def stopProducing(self) -> None:
-        self._offset = len(self._body)
+        self._pieces = []
 
 
 class EdgeSite(Factory):

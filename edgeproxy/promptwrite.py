@@ -26,7 +26,8 @@ class PromptWriter:
     def __init__(self, transport: ITransport):
         self._transport = transport
         handle = getattr(transport, "getHandle", lambda: None)()
-        self._socket = handle if isinstance(handle, socket.socket) else None  # never a TLS connection's handle
+        self._own = handle if isinstance(handle, socket.socket) else None  # never a TLS connection's handle
+        self._socket = self._own
 
     @property
     def direct(self) -> bool:
@@ -36,6 +37,10 @@ class PromptWriter:
         """From now on every write goes through the transport (a producer is about to use it)."""
         self._socket = None
 
+    def take_back(self) -> None:
+        """The transport has sent all it was given (it asked its pull producer for more): write straight to the socket again."""
+        self._socket = self._own
+
     def write(self, data: bytes) -> None:
         self.write_parts((data,))
 
@@ -43,29 +48,38 @@ class PromptWriter:
         self.write_parts(tuple(data))
 
     def write_parts(self, parts: tuple[bytes, ...]) -> None:
+        sent = self.send_now(parts)
+        if sent == sum(map(len, parts)):
+            return
+        self._socket = None
+        self._transport.writeSequence([bytes(rest) for rest in unsent(parts, sent)] if sent else parts)
+
+    def send_now(self, parts: tuple[bytes, ...]) -> int:
+        """
+        Send what the socket takes of `parts` at once and say how much that was: 0 while
+        the transport owns the writes; all of it when the socket is broken (the transport
+        sees that on its own, so nothing is queued for a dead connection).
+        """
         sock = self._socket
-        if sock is not None:
-            try:
-                sent = sock.sendmsg(parts)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._socket = None
-                return  # a broken connection: the transport sees it on its own
-            if sent == sum(map(len, parts)):
-                return
-            self._socket = None
-            parts = _unsent(parts, sent)
-        self._transport.writeSequence(parts)
+        if sock is None:
+            return 0
+        try:
+            return sock.sendmsg(parts)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self._socket = self._own = None
+            return sum(map(len, parts))
 
 
-def _unsent(parts: tuple[bytes, ...], sent: int) -> list[bytes]:
+def unsent(parts: tuple[bytes, ...], sent: int) -> list[memoryview]:
+    """What is left of `parts` once their first `sent` bytes are sent, without copying it."""
     rest = []
     for part in parts:
         if sent >= len(part):
             sent -= len(part)
         else:
-            rest.append(part[sent:])
+            rest.append(memoryview(part)[sent:])
             sent = 0
     return rest
 

@@ -1,7 +1,8 @@
 """
 Slow and many clients: slowloris heads are cut at the header deadline while others
 are served, idle keep-alives end, a client that stops reading holds one chunk and is
-cut off, pipelined requests are answered in order, and the connection cap holds.
+cut off (and once it reads again, writes go straight to its socket again), pipelined
+requests are answered in order, and the connection cap holds.
 """
 
 import hashlib
@@ -13,7 +14,7 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, tcp, threads
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
@@ -28,6 +29,8 @@ SLOW = photo(seed=12)
 SLOW_NAME = name_of(SLOW)
 BIG = b"\x89PNG\r\n\x1a\n" + os.urandom(24 << 20)  # sniffs as PNG: served as an original, never rendered
 BIG_NAME = hashlib.sha1(BIG).hexdigest()
+MID = b"\x89PNG\r\n\x1a\n" + os.urandom(8 << 20)  # more than the kernel queues for a client that is not reading
+MID_NAME = hashlib.sha1(MID).hexdigest()
 HOST = "Host: img0.example.com\r\n"
 LIMITS = {
     ("edge", "header_timeout"): "1s",
@@ -40,7 +43,7 @@ LIMITS = {
 
 @pytest.fixture
 def origin(backends):
-    return backends({f"/{H}.jpg": IMAGE, f"/{SLOW_NAME}.jpg": SLOW, f"/{BIG_NAME}.png": BIG})
+    return backends({f"/{H}.jpg": IMAGE, f"/{SLOW_NAME}.jpg": SLOW, f"/{BIG_NAME}.png": BIG, f"/{MID_NAME}.png": MID})
 
 
 @pytest.fixture
@@ -110,11 +113,11 @@ async def test_an_idle_keep_alive_connection_is_closed(edge):
     assert closed_after is not None and 0.5 < closed_after < 3.0
 
 
-def open_without_reading(port: int) -> socket.socket:
+def open_without_reading(port: int, name: str = BIG_NAME) -> socket.socket:
     conn = socket.socket()
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     conn.connect(("127.0.0.1", port))
-    conn.sendall(f"GET /{BIG_NAME}.png HTTP/1.1\r\n{HOST}\r\n".encode())
+    conn.sendall(f"GET /{name}.png HTTP/1.1\r\n{HOST}\r\n".encode())
     return conn
 
 
@@ -143,6 +146,39 @@ async def test_a_client_that_stops_reading_holds_one_chunk_then_is_cut_off(edge,
     finally:
         for conn in readers:
             conn.close()
+
+
+def writer_of(edge, conn: socket.socket):
+    """The prompt writer of the edge's end of `conn`."""
+    port, client_port = edge.port.getHost().port, conn.getsockname()[1]
+    [server] = {
+        s for s in reactor.getReaders() + reactor.getWriters()
+        if isinstance(s, tcp.Server) and s.getHost().port == port and s.getPeer().port == client_port
+    }
+    return server.protocol._inner._writer
+
+
+def read_then_ask_again(conn: socket.socket) -> list[int]:
+    first = read_answers(conn, 1, settle=0.05)
+    assert first.answers[0].body == MID
+    conn.sendall(f"GET /{H}.jpg HTTP/1.1\r\n{HOST}\r\n".encode())
+    second = read_answers(conn, 1, settle=0.05)
+    return [first.status, second.status]
+
+
+@pytest_twisted.ensureDeferred
+async def test_once_a_slow_reader_has_caught_up_responses_go_straight_to_its_socket_again(edge, origin):
+    for name in (f"{MID_NAME}.png", f"{H}.jpg"):
+        assert (await edge.get(f"/{name}")).code == 200  # both cached: the answers below are hits
+    conn = await threads.deferToThread(open_without_reading, edge.port.getHost().port, MID_NAME)
+    try:
+        await deferLater(reactor, 0.3, lambda: None)
+        writer = writer_of(edge, conn)
+        assert not writer.direct  # the socket took what it could; the transport has the rest
+        assert await threads.deferToThread(read_then_ask_again, conn) == [200, 200]
+        assert writer.direct
+    finally:
+        conn.close()
 
 
 @pytest_twisted.ensureDeferred
