@@ -8,7 +8,7 @@ import os
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -16,10 +16,17 @@ from twisted.python.failure import Failure
 
 from edgeproxy import diskentry
 from edgeproxy.diskowner import DiskOwner
+from edgeproxy.imageservice import ImageService
+from edgeproxy.memorytier import MemoryTier
+from edgeproxy.remoterender import SupervisorRenderer
+from edgeproxy.renderqueue import RenderQueue
 from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.supervisor import OwnerProtocol
 from edgeproxy.claims import FETCH, STORED
 from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
+from edgeproxy.urls import ImageRequest
+from tests.images import name_of, photo
+from tests.shards import pair_origin
 from tests.test_disktier import files_on_disk, path_of, pool  # noqa: F401 (a fixture)
 
 
@@ -118,12 +125,38 @@ async def test_a_corrupt_entry_is_a_miss_and_forgotten(tmp_path, pool):  # noqa:
     owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
     a.put(b"k.jpg", b"body")
     await landed(a)
-    with open(path_of(tmp_path, b"k.jpg"), "r+b") as handle:
-        handle.seek(-1, os.SEEK_END)
-        handle.write(b"X")
+    flip_last_byte(path_of(tmp_path, b"k.jpg"))
     assert await b.get(b"k.jpg") is None
     assert len(owner) == 0 and files_on_disk(tmp_path) == {}
     assert await b.get(b"missing.jpg") is None
+
+
+def flip_last_byte(path: str) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        handle.write(b"X")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_workers_told_a_corrupt_original_is_stored_fetch_it_once(tmp_path, pool, backends, clients):  # noqa: F811
+    """Both read the bad file at once; their second claims, not a race, decide which one asks the origin."""
+    image = photo(seed=5)
+    request = ImageRequest(name_of(image), "jpg", None, None, f"{name_of(image)}.jpg".encode())
+    shard = backends({f"/{request.key.decode()}": image})
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    a.put(request.key, image)
+    await landed(a)
+    flip_last_byte(path_of(tmp_path, request.key))
+    workers = [
+        ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), disk, pair_origin(clients, [shard]),
+                     reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
+        for disk in (a, b)
+    ]
+    fetched = await gatherResults([ensureDeferred(worker.fetch(request)) for worker in workers])
+    assert [f.obj.body for f in fetched] == [image, image]
+    assert shard.hits == 1 and len(owner.claims) == 0
+    await landed(a, b)
+    assert await b.get(request.key) == image  # the fetched original replaced the corrupt file
 
 
 @pytest_twisted.ensureDeferred
