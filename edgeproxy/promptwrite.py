@@ -6,8 +6,9 @@ through it: an origin request (9 ms between asking for it and the origin hearing
 a box between the supervisor and a worker (3-13 ms a step of a cold miss). A
 PromptWriter sends straight to the socket while nothing of ours is queued in the
 transport; what the socket does not take goes to the transport, which from then on
-owns the order of every write of that connection. A response's head and body go out in
-one sendmsg(), without being joined first.
+owns the order of every write of that connection, until its owner knows the transport
+has sent it all (`take_back`: the HTTP/1.1 server's pull producer is asked for more).
+A response's head and body go out in one sendmsg(), without being joined first.
 """
 
 from __future__ import annotations
