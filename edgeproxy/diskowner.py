@@ -65,8 +65,11 @@ class DiskOwner(DiskTier):
         self._index.get(key)
 
     def forget(self, key: bytes) -> None:
-        """A worker found `key` corrupt (and deleted it)."""
-        if self._index.pop(key, None) is not None:
+        """
+        A worker found `key` corrupt (and deleted it) or its file gone. An entry being
+        written stays: its file is not renamed into place yet, and lands afresh.
+        """
+        if key not in self._reserved and self._index.pop(key, None) is not None:
             self._delete(key)
 
     @property

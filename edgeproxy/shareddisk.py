@@ -82,9 +82,12 @@ class SharedDisk:
         return body
 
     def _read_failed(self, failure: Failure, key: bytes) -> None:
+        """
+        A corrupt entry, or one whose file is gone, is forgotten: an index still saying
+        STORED would send every miss on it to the origin unclaimed, and refuse the new copy.
+        """
         if failure.check(diskentry.CorruptEntry):
-            if failure.value.args != ("file is gone",):
-                self._tell(Forget, key=key)
+            self._tell(Forget, key=key)
         else:
             log.warn("disk read of {key} failed: {f}", key=key, f=failure.getErrorMessage())
         return None

@@ -78,7 +78,7 @@ class Touch(amp.Command):
 
 
 class Forget(amp.Command):
-    """An entry did not verify and was deleted."""
+    """An entry did not verify and was deleted, or its file was gone."""
 
     arguments = [(b"key", amp.String())]
     requiresAnswer = False

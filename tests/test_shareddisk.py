@@ -160,6 +160,36 @@ async def test_two_workers_told_a_corrupt_original_is_stored_fetch_it_once(tmp_p
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_original_whose_file_is_gone_is_claimed_fetched_and_written_again(tmp_path, pool, backends, clients):  # noqa: F811
+    image = photo(seed=6)
+    request = ImageRequest(name_of(image), "jpg", None, None, f"{name_of(image)}.jpg".encode())
+    shard = backends({f"/{request.key.decode()}": image})
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    a.put(request.key, image)
+    await landed(a)
+    os.unlink(path_of(tmp_path, request.key))  # an operator or a cleaner removed it; the index still has it
+    worker = ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), b, pair_origin(clients, [shard]),
+                          reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
+    assert (await worker.fetch(request)).obj.body == image and shard.hits == 1
+    await landed(b)
+    assert await a.get(request.key) == image and len(owner) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_forget_while_the_entry_is_being_written_keeps_it(tmp_path, pool):  # noqa: F811
+    """A reader that finds no file yet (it is not renamed into place) must not drop the write's entry."""
+    owner, _ = await started(tmp_path, pool, 1 << 20)
+    size = diskentry.entry_size(b"k.jpg", 4)
+    assert await owner.reserve(b"k.jpg", size) is True
+    owner.forget(b"k.jpg")
+    os.makedirs(os.path.dirname(path_of(tmp_path, b"k.jpg")), exist_ok=True)
+    open(path_of(tmp_path, b"k.jpg"), "wb").write(diskentry.encode(b"k.jpg", b"body"))
+    owner.reserved_written(b"k.jpg", True)
+    await landed()
+    assert (len(owner), owner.bytes_used) == (1, size) and list(files_on_disk(tmp_path).values()) == [size]
+
+
+@pytest_twisted.ensureDeferred
 async def test_nothing_is_reserved_before_the_index_is_rebuilt(tmp_path, pool):  # noqa: F811
     owner = DiskOwner(str(tmp_path), 1 << 20, reactor, Clock(), pool, "s3fifo")
     assert await owner.reserve(b"k.jpg", 10) is False
