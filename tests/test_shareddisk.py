@@ -137,22 +137,29 @@ def flip_last_byte(path: str) -> None:
         handle.write(b"X")
 
 
-@pytest_twisted.ensureDeferred
-async def test_two_workers_told_a_corrupt_original_is_stored_fetch_it_once(tmp_path, pool, backends, clients):  # noqa: F811
-    """Both read the bad file at once; their second claims, not a race, decide which one asks the origin."""
+async def stored_original(tmp_path, pool, backends):  # noqa: F811
+    """An original on the shared disk and on a loopback shard: the owner, its two workers' disks, the request, the shard, the image."""
     image = photo(seed=5)
     request = ImageRequest(name_of(image), "jpg", None, None, f"{name_of(image)}.jpg".encode())
     shard = backends({f"/{request.key.decode()}": image})
     owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
     a.put(request.key, image)
     await landed(a)
+    return owner, a, b, request, shard, image
+
+
+def worker_images(disk: SharedDisk, clients, shard) -> ImageService:
+    """A worker's image service over `disk`, with an empty memory tier and the shard as its origin."""
+    return ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), disk, pair_origin(clients, [shard]),
+                        reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_workers_told_a_corrupt_original_is_stored_fetch_it_once(tmp_path, pool, backends, clients):  # noqa: F811
+    """Both read the bad file at once; their second claims, not a race, decide which one asks the origin."""
+    owner, a, b, request, shard, image = await stored_original(tmp_path, pool, backends)
     flip_last_byte(path_of(tmp_path, request.key))
-    workers = [
-        ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), disk, pair_origin(clients, [shard]),
-                     reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
-        for disk in (a, b)
-    ]
-    fetched = await gatherResults([ensureDeferred(worker.fetch(request)) for worker in workers])
+    fetched = await gatherResults([ensureDeferred(worker_images(disk, clients, shard).fetch(request)) for disk in (a, b)])
     assert [f.obj.body for f in fetched] == [image, image]
     assert shard.hits == 1 and len(owner.claims) == 0
     await landed(a, b)
@@ -161,16 +168,9 @@ async def test_two_workers_told_a_corrupt_original_is_stored_fetch_it_once(tmp_p
 
 @pytest_twisted.ensureDeferred
 async def test_an_original_whose_file_is_gone_is_claimed_fetched_and_written_again(tmp_path, pool, backends, clients):  # noqa: F811
-    image = photo(seed=6)
-    request = ImageRequest(name_of(image), "jpg", None, None, f"{name_of(image)}.jpg".encode())
-    shard = backends({f"/{request.key.decode()}": image})
-    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
-    a.put(request.key, image)
-    await landed(a)
+    owner, a, b, request, shard, image = await stored_original(tmp_path, pool, backends)
     os.unlink(path_of(tmp_path, request.key))  # an operator or a cleaner removed it; the index still has it
-    worker = ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), b, pair_origin(clients, [shard]),
-                          reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
-    assert (await worker.fetch(request)).obj.body == image and shard.hits == 1
+    assert (await worker_images(b, clients, shard).fetch(request)).obj.body == image and shard.hits == 1
     await landed(b)
     assert await a.get(request.key) == image and len(owner) == 1
 
