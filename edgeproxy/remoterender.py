@@ -3,9 +3,9 @@ With `[edge] workers` > 1 and `[resize] render_mode = processes`, the render pro
 are the supervisor's, one pool for every worker, and a worker's renders travel over its
 channel. A pool per worker cost each worker a fork server, a resource tracker and render
 processes of its own (two workers after a burst of renders: 11 processes and 304 MB of
-PSS for the whole proxy, against 7 and 252 MB with one pool, measured side by side), and a worker with a
-backlog of renders could use only its own share of the cores while another's pool sat
-idle. The price is the original's trip through the supervisor's loop: about 2.4 ms per
+PSS for the whole proxy, against 7 and 252 MB with one pool, measured side by side),
+and a worker with a backlog of renders could use only its own share of the cores while
+another's pool sat idle. The price is the original's trip through the supervisor's loop: about 2.4 ms per
 MB (60 ms for a 25 MB original), time in which its claims and admin port wait.
 """
 
