@@ -35,8 +35,12 @@ class RenderQueue:
         return sum(self._running.values())
 
     def check_room(self) -> None:
-        """Refuse now, before any origin fetch, if a new render could not even wait."""
-        if self.waiting >= self.max_waiting and self.running >= self.workers:
+        """
+        Refuse now, before any origin fetch, if a new render could not even wait. A
+        worker can be free while renders wait (every waiting tenant at its share): the
+        cap holds then too, or the queue would grow without bound.
+        """
+        if self.waiting >= self.max_waiting and (self.waiting or self.running >= self.workers):
             self.shed += 1
             raise EdgeError(503, "busy rendering, retry shortly", {b"Retry-After": self._retry_after})
 

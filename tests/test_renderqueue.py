@@ -46,6 +46,21 @@ def test_beyond_the_cap_a_request_is_shed_at_once_with_retry_after():
     queue.check_room()  # room again
 
 
+def test_the_cap_holds_while_tenant_shares_leave_a_worker_free():
+    """3 workers at share 0.5 (1 each while others wait): two busy tenants hold one worker
+    each and the third stays free, so `running < workers`; the queue grew to 52 unshed."""
+    queue, renders = RenderQueue(workers=3, max_waiting=2, tenant_share=0.5), Renders()
+    for tenant in (b"a", b"b", b"b", b"a", b"b"):
+        queue.run(tenant, renders.job(tenant))
+    renders.started[2][1].callback(None)  # b's second ends: a and b at their share, both waiting
+    assert (queue.running, queue.waiting) == (2, 2)
+    for _ in range(5):
+        with pytest.raises(EdgeError) as caught:
+            queue.run(b"a", renders.job(b"a"))
+        assert caught.value.status == 503
+    assert queue.waiting == 2 and queue.shed == 5
+
+
 def test_no_tenant_holds_more_than_its_share_while_others_wait():
     queue, renders = RenderQueue(workers=4, max_waiting=100, tenant_share=0.5), Renders()
     for _ in range(10):
