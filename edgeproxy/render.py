@@ -30,7 +30,6 @@ from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.urls import Geometry
 
 log = Logger()
-UNBOUNDED = 10_000_000  # libvips' VIPS_MAX_COORD: "no limit on this side"
 # libvips' default AV1 effort (4) took 1.35 s for one 640 px variant here and 16 s for a
 # 1200 px one, holding a render worker all that time; effort 1 takes 0.08 s for the 640 px
 # one, for a file about a third larger. Still slower than WebP: AVIF is asked for by `auto`.
@@ -144,6 +143,7 @@ class RenderSettings:
     background: tuple[int, int, int] = (255, 255, 255)
     upscale: bool = False
     priority: str = IDLE  # of the render threads and processes: IDLE or LOW
+    max_dimension: int = 4096  # of an output side, the auto (0) one included
 
 
 class Unrenderable(EdgeError):
@@ -161,6 +161,7 @@ class Unrenderable(EdgeError):
 def render(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:
     """Runs in the render pool. The first frame of an animation; EXIF orientation applied."""
     header = _check_source(source, settings)
+    geometry = _bounded(geometry, settings.max_dimension)
     try:
         image = _thumbnail(source, header, geometry, settings)
         return _save(_to_srgb(image, fmt, settings), fmt, settings)
@@ -179,12 +180,24 @@ def _thumbnail(source: bytes, header: pyvips.Image, geometry: Geometry, settings
     width, height = _displayed_size(header)
     shrink = _jpeg_shrink(width, height, geometry) if header.get("vips-loader").startswith("jpegload") else 1
     if shrink == 1:
-        return pyvips.Image.thumbnail_buffer(source, _width(geometry), **options)
+        return pyvips.Image.thumbnail_buffer(source, geometry.width, **options)
     loaded = pyvips.Image.new_from_buffer(source, "", shrink=shrink, fail_on="truncated")
     if "crop" in options:
         return loaded.thumbnail_image(geometry.width, height=geometry.height, crop="centre")
     fitted_width, fitted_height = _fitted_size(width, height, geometry, settings.upscale)
     return loaded.thumbnail_image(fitted_width, height=fitted_height, size="force")
+
+
+def _bounded(geometry: Geometry, max_dimension: int) -> Geometry:
+    """
+    An auto (0) side follows the aspect ratio up to `max_dimension`: unbounded, `100x0`
+    of a 100x20000 source came out 100x20000, and with upscale `480x0` of an 8x1000 one
+    480x60000 (29 MP from 8000 pixels). A cover box with an auto side never cropped: it
+    fits inside.
+    """
+    if geometry.width and geometry.height:
+        return geometry
+    return Geometry(geometry.width or max_dimension, geometry.height or max_dimension)
 
 
 def _displayed_size(header: pyvips.Image) -> tuple[int, int]:
@@ -196,7 +209,7 @@ def _displayed_size(header: pyvips.Image) -> tuple[int, int]:
 
 def _fitted_size(width: int, height: int, geometry: Geometry, upscale: bool) -> tuple[int, int]:
     """The size that fits inside the box keeping the aspect ratio, halves rounded up."""
-    shrink = max(side / box for side, box in ((width, geometry.width), (height, geometry.height)) if box)
+    shrink = max(width / geometry.width, height / geometry.height)
     if not upscale:
         shrink = max(shrink, 1.0)
     return max(1, math.floor(width / shrink + 0.5)), max(1, math.floor(height / shrink + 0.5))
@@ -204,8 +217,8 @@ def _fitted_size(width: int, height: int, geometry: Geometry, upscale: bool) -> 
 
 def _jpeg_shrink(width: int, height: int, geometry: Geometry) -> int:
     """The largest JPEG decode shrink (8, 4, 2) whose image still covers the box."""
-    scales = [box / side for box, side in ((geometry.width, width), (geometry.height, height)) if box]
-    scale = max(scales) if geometry.fit == "cover" and len(scales) == 2 else min(scales)
+    scales = (geometry.width / width, geometry.height / height)
+    scale = max(scales) if geometry.fit == "cover" else min(scales)
     return next((shrink for shrink in (8, 4, 2) if 1 / shrink >= scale), 1)
 
 
@@ -224,18 +237,14 @@ def _check_source(source: bytes, settings: RenderSettings) -> pyvips.Image:
     return header
 
 
-def _width(geometry: Geometry) -> int:
-    return geometry.width or UNBOUNDED
-
-
 def _thumbnail_options(geometry: Geometry, settings: RenderSettings) -> dict[str, object]:
     # fail_on is a loader option: a truncated source must fail, not render grey.
     options: dict[str, object] = {
-        "height": geometry.height or UNBOUNDED,
+        "height": geometry.height,
         "size": "both" if settings.upscale else "down",
         "option_string": "fail_on=truncated",
     }
-    if geometry.fit == "cover" and geometry.width and geometry.height:
+    if geometry.fit == "cover":
         options["crop"] = "centre"
     return options
 

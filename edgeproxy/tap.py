@@ -215,4 +215,5 @@ def render_settings(config: Config) -> RenderSettings:
         background=resize.background,
         upscale=resize.upscale,
         priority=resize.render_priority,
+        max_dimension=resize.max_dimension,
     )

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from edgeproxy.config import load_config
 from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.render import RenderSettings, Unrenderable, configure_libvips, render
+from edgeproxy.tap import render_settings
 from edgeproxy.urls import Geometry
+from tests.configs import write_config
 from tests.images import photo
 
 configure_libvips()
@@ -187,6 +190,25 @@ def test_upscale_only_when_configured_and_background_is_configurable():
     black = load(render(png_with_alpha(), Geometry(32, 0), "jpg", RenderSettings(background=(0, 0, 0))))
     white = load(render(png_with_alpha(), Geometry(32, 0), "jpg", SETTINGS))
     assert black.avg() < 20 < 235 < white.avg()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+@pytest.mark.parametrize("upscale", [False, True])
+def test_an_auto_side_comes_out_at_most_max_dimension(tmp_path, fmt, upscale):
+    """A tall source at a fixed width, a wide one at a fixed height: 20x500 and 500x20 once
+    bounded, the source's own size or 2.5x it (upscaled) before. Both source formats: a
+    JPEG takes the shrink path."""
+    tall = (pyvips.Image.black(40, 1000, bands=3) + 90).cast("uchar")
+    changes = {("resize", "max_dimension"): "500", ("resize", "upscale"): "yes" if upscale else "no"}
+    settings = render_settings(load_config(write_config(tmp_path, changes)))
+    for image, geometry, size in (
+        (tall, Geometry(100, 0), (20, 500)),
+        (tall, Geometry(100, 0, "cover"), (20, 500)),
+        (tall.rot90(), Geometry(0, 100), (500, 20)),
+    ):
+        source = image.pngsave_buffer() if fmt == "png" else image.jpegsave_buffer()
+        out = load(render(source, geometry, "png", settings))
+        assert (out.width, out.height) == size, geometry
 
 
 HOSTILE = {
