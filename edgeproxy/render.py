@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from edgeproxy.colour import needs_srgb_conversion
 from edgeproxy.errors import EdgeError
 from edgeproxy.mediatype import sniff_media_type
 from edgeproxy.urls import Geometry
@@ -250,6 +251,8 @@ def _thumbnail_options(geometry: Geometry, settings: RenderSettings) -> dict[str
 
 
 def _to_srgb(image: pyvips.Image, fmt: str, settings: RenderSettings) -> pyvips.Image:
+    if needs_srgb_conversion(image):
+        image = image.icc_transform("srgb", embedded=True)
     if image.interpretation not in ("srgb", "b-w"):
         image = image.colourspace("srgb")
     if image.format != "uchar":

@@ -156,6 +156,30 @@ def test_cmyk_and_sixteen_bit_sources_come_out_as_their_colours_in_srgb():
     assert _near(load(render(sixteen_bit_png(), Geometry(50, 0), "png", SETTINGS))(10, 10), [255, 117, 0])
 
 
+def tagged(profile: str, fmt: str = "jpg", sixteen_bit_alpha: bool = False) -> bytes:
+    """A 200x100 sRGB green (0, 200, 0) converted to `profile` and saved with it, as a
+    phone saves its photos in Display P3: its P3 values are about (77, 198, 54)."""
+    green = (pyvips.Image.black(200, 100, bands=3) + [0, 200, 0]).cast("uchar").copy(interpretation="srgb")
+    image = green.icc_export(output_profile=profile, depth=16 if sixteen_bit_alpha else 8)
+    if sixteen_bit_alpha:
+        image = image.bandjoin(pyvips.Image.black(200, 100) + 65535).cast("ushort")
+    if fmt == "webp":
+        return image.webpsave_buffer(lossless=True, keep="icc")
+    return image.jpegsave_buffer(keep="icc") if fmt == "jpg" else image.pngsave_buffer(keep="icc")
+
+
+@pytest.mark.parametrize("source", [tagged("p3"), tagged("p3", "png"), tagged("p3", "webp"), tagged("p3", "png", True),
+                                    tagged("srgb")], ids=["p3-jpg", "p3-png", "p3-webp", "p3-png16-alpha", "srgb-jpg"])
+@pytest.mark.parametrize("geometry", [Geometry(50, 0), Geometry(200, 0)], ids=str)
+def test_a_source_under_another_profile_comes_out_as_its_colours_in_srgb(source, geometry):
+    """Variants carry no profile, so their pixels must be sRGB: the P3 values passed
+    through as if they were sRGB came out (76, 198, 53). A JPEG at 50 px takes the shrink path."""
+    assert load(source).get_typeof("icc-profile-data")
+    for fmt in ("jpg", "png", "webp"):
+        out = load(render(source, geometry, fmt, SETTINGS))
+        assert not out.get_typeof("icc-profile-data") and _near(out(5, 5)[:3], [0, 200, 0]), (fmt, out(5, 5))
+
+
 def test_quality_is_the_configured_one():
     source = photo(2000, 1500)
     low, high = (len(render(source, Geometry(640, 0), fmt, RenderSettings(quality=q))) for fmt, q in (("jpg", 30), ("jpg", 95)))
