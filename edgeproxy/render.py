@@ -258,6 +258,8 @@ def _to_srgb(image: pyvips.Image, fmt: str, settings: RenderSettings) -> pyvips.
     if image.format != "uchar":
         image = image.cast("uchar")
     if image.hasalpha() and fmt == "jpg":
+        if image.bands < 3 and len(set(settings.background)) > 1:  # flatten takes a grey from a colour's first band
+            image = image.colourspace("srgb")
         image = image.flatten(background=list(settings.background))
     return image
 

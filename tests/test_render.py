@@ -235,6 +235,16 @@ def test_an_auto_side_comes_out_at_most_max_dimension(tmp_path, fmt, upscale):
         assert (out.width, out.height) == size, geometry
 
 
+def test_a_grey_source_with_alpha_is_flattened_onto_the_configured_colour():
+    """background 0,0,255: transparent grey+alpha came out black (flatten took the colour's
+    first band as its grey); onto a grey background it stays one band."""
+    transparent_grey = (pyvips.Image.black(64, 48, bands=2) + [100, 0]).cast("uchar").copy(interpretation="b-w").pngsave_buffer()
+    blue = load(render(transparent_grey, Geometry(32, 0), "jpg", RenderSettings(background=(0, 0, 255))))
+    assert blue.bands == 3 and _near(blue(3, 3), [0, 0, 255])
+    white = load(render(transparent_grey, Geometry(32, 0), "jpg", SETTINGS))
+    assert white.bands == 1 and _near(white(3, 3), [255])
+
+
 HOSTILE = {
     "declared 30000x30000 png": (declared_bomb(), "over 50000000 pixels"),
     "truncated jpeg": (photo(400, 300)[:2000], ""),
