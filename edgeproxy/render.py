@@ -325,6 +325,14 @@ class ProcessRenderer:
         return done
 
     def _settle(self, future: Future, done: "Deferred[bytes]", executor: ProcessPoolExecutor) -> None:
+        """
+        A render still waiting for a process is cancelled when the pool is replaced or
+        stopped: its caller hears so (exception() would raise, and the render's queue
+        slot and flight would wait forever).
+        """
+        if future.cancelled():
+            done.errback(EdgeError(503, "render cancelled, retry shortly", {b"Retry-After": b"1"}))
+            return
         error = future.exception()
         if error is None:
             done.callback(future.result())

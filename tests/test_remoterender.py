@@ -15,7 +15,8 @@ from twisted.python.threadpool import ThreadPool
 
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.remoterender import SupervisorRenderer
-from edgeproxy.render import RenderSettings, ThreadRenderer, Unrenderable, configure_libvips, render
+from edgeproxy.errors import EdgeError
+from edgeproxy.render import ProcessRenderer, RenderSettings, ThreadRenderer, Unrenderable, configure_libvips, render
 from edgeproxy.supervisor import OwnerProtocol
 from edgeproxy.urls import Geometry
 from edgeproxy.workerproto import PromptAMP
@@ -73,3 +74,21 @@ async def test_a_render_comes_back_over_the_channel_and_an_unrenderable_one_says
 async def test_with_no_channel_a_render_fails_at_once():
     with pytest.raises(Unrenderable):
         await SupervisorRenderer().render(photo(64, 48), THUMB, "jpg")
+
+
+@pytest_twisted.ensureDeferred
+async def test_renders_still_waiting_for_a_process_when_the_pool_stops_are_told_so():
+    """One process, six renders: the pool takes two, the rest wait and are cancelled by
+    stop(). Every caller hears: the two rendered, the others 503 (before, they never did)."""
+    renderer = ProcessRenderer(reactor, 1, RenderSettings())
+    source = photo(2000, 1500)
+    renders = [renderer.render(source, Geometry(100 + i, 0), "jpg") for i in range(6)]
+    renderer.stop()
+    outcomes = []
+    for d in renders:
+        d.addTimeout(30, reactor)
+        try:
+            outcomes.append(pyvips.Image.new_from_buffer(await d, "").width)
+        except EdgeError as error:
+            outcomes.append(error.status)
+    assert outcomes[0] == 100 and 503 in outcomes and set(outcomes[1:]) <= {101, 102, 503}
