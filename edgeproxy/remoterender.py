@@ -14,13 +14,16 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from edgeproxy.errors import EdgeError
 from edgeproxy.render import IRenderer, Unrenderable
 from edgeproxy.urls import Geometry
 from edgeproxy.workerproto import Render
 
+log = Logger()
 
 @implementer(IRenderer)
 class SupervisorRenderer:
@@ -34,13 +37,23 @@ class SupervisorRenderer:
         d = call(Render, source=source, width=geometry.width, height=geometry.height, fit=geometry.fit, fmt=fmt) if call else None
         if d is None:
             return fail(Unrenderable("no supervisor to render it"))
-        return d.addCallback(_rendered)
+        return d.addCallbacks(_rendered, _not_rendered)
 
 
 def _rendered(answer: dict) -> bytes:
     if answer["body"] is None:
         raise Unrenderable(answer["unrenderable"])
     return answer["body"]
+
+
+def _not_rendered(failure: Failure) -> None:
+    """
+    The channel broke mid-render, or the supervisor failed it (its render pool was being
+    replaced or stopped): not the original's fault, and worth a retry, where it had been
+    answered 500 as a bug.
+    """
+    log.warn("render over the channel failed: {f}", f=failure.getErrorMessage())
+    raise EdgeError(503, "render unavailable, retry shortly", {b"Retry-After": b"1"})
 
 
 def render_for_worker(renderer: IRenderer, source: bytes, width: int, height: int, fit: str, fmt: str) -> "Deferred[dict]":

@@ -92,3 +92,25 @@ async def test_renders_still_waiting_for_a_process_when_the_pool_stops_are_told_
         except EdgeError as error:
             outcomes.append(error.status)
     assert outcomes[0] == 100 and 503 in outcomes and set(outcomes[1:]) <= {101, 102, 503}
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("how", ["pool stopped", "channel lost"])
+async def test_a_render_the_supervisor_could_not_finish_is_503_for_the_worker(tmp_path, pool, render_pool, how):  # noqa: F811
+    """The supervisor's pool refused the render (stopped), or the channel went mid-render:
+    503 with Retry-After, where the AMP error or the lost connection had been a 500."""
+    disk = DiskOwner(str(tmp_path), 1 << 20, reactor, Clock(), pool, "s3fifo")
+    processes = ProcessRenderer(reactor, 1, RenderSettings())
+    if how == "pool stopped":
+        processes.stop()
+    remote, worker = connected(OwnerProtocol(disk, 0, processes if how == "pool stopped" else ThreadRenderer(reactor, render_pool, RenderSettings())))
+    try:
+        d = remote.render(photo(640, 480), THUMB, "jpg")
+        if how == "channel lost":
+            worker.transport.loseConnection()
+        with pytest.raises(EdgeError) as refused:
+            await d.addTimeout(30, reactor)
+        assert refused.value.status == 503 and refused.value.headers == {b"Retry-After": b"1"}
+    finally:
+        processes.stop()
+        worker.transport.loseConnection()
