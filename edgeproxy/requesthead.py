@@ -80,7 +80,7 @@ def _check_framing(headers: dict[bytes, bytes]) -> None:
         raise BadFraming(400, "a request body is not allowed")
     length = headers.get(b"content-length")
     if length is not None:
-        if not length.isdigit():
+        if not length.isdigit() or len(length) > 18:  # int() of over 4300 digits raises ValueError
             raise BadFraming(400, "malformed Content-Length")
         if int(length):
             raise BadFraming(400, "a request body is not allowed")

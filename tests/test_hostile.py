@@ -25,6 +25,8 @@ HOSTILE = [
     ("two Content-Lengths", f"GET {GOOD} HTTP/1.1\r\n{HOST}Content-Length: 0\r\nContent-Length: 5\r\n\r\n", 400, True),
     ("Content-Length list", f"GET {GOOD} HTTP/1.1\r\n{HOST}Content-Length: 0, 0\r\n\r\n", 400, True),
     ("negative Content-Length", f"GET {GOOD} HTTP/1.1\r\n{HOST}Content-Length: -1\r\n\r\n", 400, True),
+    ("Content-Length of 5000 digits", f"GET {GOOD} HTTP/1.1\r\n{HOST}Content-Length: {'1' * 5000}\r\n\r\n", 400, True),
+    ("Content-Length of 5000 zeros", f"GET {GOOD} HTTP/1.1\r\n{HOST}Content-Length: {'0' * 5000}\r\n\r\n", 400, True),
     ("TE with odd spacing", f"GET {GOOD} HTTP/1.1\r\n{HOST}Transfer-Encoding : chunked\r\n\r\n", 400, True),
     ("obs-fold header line", f"GET {GOOD} HTTP/1.1\r\n{HOST}X-A: b\r\n c\r\n\r\n", 400, True),
     ("space before colon", f"GET {GOOD} HTTP/1.1\r\nHost : img0.example.com\r\n\r\n", 400, True),
