@@ -51,7 +51,7 @@ class Signer:
 def _expiry(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:  # '²'.isdigit(), yet int('²') raises
         raise EdgeError(403, "bad signature")
     return int(raw)
 

@@ -45,6 +45,7 @@ def test_expiry_is_signed_and_enforced():
     assert refusal(signer, url, now=2001.0) == "signature expired"
     assert refusal(signer, url.replace("exp=2000", "exp=9999")) == "bad signature"
     assert refusal(signer, url.replace("exp=2000", "exp=soon")) == "bad signature"
+    assert refusal(signer, url.replace("exp=2000", "exp=%C2%B2")) == "bad signature"  # '²': a digit to isdigit(), not to int()
 
 
 def test_rotation_accepts_every_key_and_signs_with_the_first():
