@@ -154,26 +154,30 @@ class Http1Connection(Protocol):
     def _check_partial(self) -> None:
         buffer = self._buffer
         if b"\n\n" in buffer or b"\r\n\n" in buffer:
-            self._refuse(BadFraming(400, "line ends must be CRLF"))
+            self._refuse(BadFraming(400, "line ends must be CRLF"), buffer)
         elif b"\r\n" not in buffer[: MAX_LINE + 2] and len(buffer) > MAX_LINE:
-            self._refuse(BadFraming(414, "request line too long"))
+            self._refuse(BadFraming(414, "request line too long"), buffer)
         elif len(buffer) > MAX_HEAD:
-            self._refuse(BadFraming(431, "request head too large"))
+            self._refuse(BadFraming(431, "request head too large"), buffer)
 
     def _start(self, raw: bytes) -> None:
         self._head_clock = False
         if len(raw) > MAX_HEAD:
-            return self._refuse(BadFraming(431, "request head too large"))
+            return self._refuse(BadFraming(431, "request head too large"), raw)
         try:
             head = parse_head(raw)
         except BadFraming as error:
-            return self._refuse(error, raw.startswith(b"HEAD "))
+            return self._refuse(error, raw)
         self._current = Http1Exchange(self, head)
         self._handler.handle(self._current)
 
-    def _refuse(self, error: BadFraming, head_method: bool = False) -> None:
-        """A head we cannot trust: answer it, then close (its end, and the next request's start, are unknown)."""
-        self._current = Http1Exchange(self, RequestHead(b"HEAD" if head_method else b"GET", b"", {}, False, False))
+    def _refuse(self, error: BadFraming, raw: bytes) -> None:
+        """
+        A head we cannot trust: answer it, then close (its end, and the next request's
+        start, are unknown). A HEAD still gets headers only.
+        """
+        method = b"HEAD" if raw.startswith(b"HEAD ") else b"GET"
+        self._current = Http1Exchange(self, RequestHead(method, b"", {}, False, False))
         self._handler.refuse(self._current, error)
 
     def respond(self, head: bytes, body: bytes, keep_alive: bool) -> int:

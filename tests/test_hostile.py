@@ -3,6 +3,8 @@ Hostile requests over a raw socket: each gets its status (and a closed connectio
 when its framing cannot be trusted), reaches no origin, and caches nothing.
 """
 
+import socket
+
 import pytest
 import pytest_twisted
 from twisted.internet import threads
@@ -94,6 +96,35 @@ async def test_hostile_request(edge, origin, name, request_text, status, closed)
     assert origin.hits == 0
     images = edge.site.handler.images
     assert len(images.memory) == 0 and len(images._absent) == 0
+
+
+HEAD_REFUSED = [
+    ("head over 16 KiB", f"HEAD {GOOD} HTTP/1.1\r\n{HOST}X-A: {'a' * 20000}\r\n\r\n", 431),
+    ("head over 16 KiB, still arriving", f"HEAD {GOOD} HTTP/1.1\r\n{HOST}X-A: {'a' * 20000}", 431),
+    ("request line over 8 KiB", f"HEAD /{'a' * 9000} HTTP/1.1\r\n{HOST}\r\n", 414),
+    ("bare LF line ends", f"HEAD {GOOD} HTTP/1.1\n{HOST.strip()}\n\n", 400),
+]
+
+
+def until_closed(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=3.0) as conn:
+        conn.sendall(data)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+@pytest.mark.parametrize("name, request_text, status", HEAD_REFUSED, ids=[case[0] for case in HEAD_REFUSED])
+@pytest_twisted.ensureDeferred
+async def test_a_head_refused_for_its_framing_gets_headers_only(edge, name, request_text, status):
+    """Refused while its head was still arriving, a HEAD had been answered with a body."""
+    received = await threads.deferToThread(until_closed, edge.port.getHost().port, request_text.encode())
+    head, _, after = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status) and after == b""
 
 
 @pytest_twisted.ensureDeferred
