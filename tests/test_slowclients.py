@@ -9,7 +9,9 @@ import hashlib
 import os
 import selectors
 import socket
+import ssl
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_twisted
@@ -19,9 +21,11 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
 from edgeproxy.http1 import CHUNK
+from edgeproxy.tls import CertificatePair, SNIServerContexts, tls_factory
 from tests.edge import Edge, pair_map
 from tests.images import name_of, photo
 from tests.rawhttp import read_answers, send, wait_closed
+from tests.tlscerts import LoopbackCA
 
 IMAGE = photo(seed=11)
 H = name_of(IMAGE)
@@ -121,9 +125,9 @@ def open_without_reading(port: int, name: str = BIG_NAME) -> socket.socket:
     return conn
 
 
-def buffered(edge) -> list[int]:
-    """Bytes each client connection of the edge holds in its own write buffer (not the kernel's)."""
-    port = edge.port.getHost().port
+def buffered(edge, port: int | None = None) -> list[int]:
+    """Bytes each client connection of the edge (on `port`) holds in its own write buffer (not the kernel's)."""
+    port = port or edge.port.getHost().port
     servers = [s for s in reactor.getReaders() + reactor.getWriters() if getattr(s, "getHost", None) and s.getHost().port == port and hasattr(s, "dataBuffer")]
     return [len(s.dataBuffer) - s.offset + sum(map(len, s._tempDataBuffer)) for s in set(servers)]
 
@@ -193,6 +197,57 @@ async def test_pipelined_requests_are_answered_in_order(edge, origin):
     assert [a.headers.get("X-Cache") for a in exchange.answers] == ["MISS", "HIT-MEMORY", None, "HIT-MEMORY"]
     assert [a.body for a in exchange.answers] == [SLOW, IMAGE, b"not found\n", IMAGE]
     assert exchange.closed
+
+
+@asynccontextmanager
+async def tls_listener(tmp_path, edge):
+    """The edge's site behind TLS on a port of its own, and the CA file that verifies it."""
+    authority = LoopbackCA(tmp_path)
+    chain, key = authority.issue("images", "img0.example.com")
+    contexts = SNIServerContexts([CertificatePair(str(chain), str(key))])
+    listener = reactor.listenTCP(0, tls_factory(contexts, edge.site), interface="127.0.0.1")
+    try:
+        yield listener.getHost().port, authority.path
+    finally:
+        await listener.stopListening()
+
+
+def tls_connection(port: int, ca, alpn: str = "http/1.1", receive_buffer: int | None = None) -> ssl.SSLSocket:
+    conn = socket.socket()
+    if receive_buffer:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    conn.settimeout(5.0)
+    conn.connect(("127.0.0.1", port))
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols([alpn])
+    return context.wrap_socket(conn, server_hostname="img0.example.com")
+
+
+def pipeline_without_reading(port: int, ca, count: int) -> ssl.SSLSocket:
+    """`count` pipelined hits, sent for up to 3 s (what the edge does not read stays unsent); nothing read."""
+    conn = tls_connection(port, ca, receive_buffer=4096)
+    conn.setblocking(False)
+    data, deadline = f"GET /{H}.jpg HTTP/1.1\r\n{HOST}\r\n".encode() * count, time.monotonic() + 3.0
+    while data and time.monotonic() < deadline:
+        try:
+            data = data[conn.send(data[:16384]) :]
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            time.sleep(0.01)
+    return conn
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_tls_a_client_that_pipelines_hits_and_never_reads_holds_a_bounded_buffer(tmp_path, edge):
+    """3000 pipelined hits on a 9 KB image: the edge held every answer, 28 MB, for one client."""
+    assert (await edge.get(f"/{H}.jpg")).code == 200  # cached: every answer is a memory hit
+    async with tls_listener(tmp_path, edge) as (port, ca):
+        conn = await threads.deferToThread(pipeline_without_reading, port, ca, 3000)
+        try:
+            await deferLater(reactor, 0.5, lambda: None)
+            held = buffered(edge, port)
+            assert held and max(held) <= 4 * CHUNK, held
+        finally:
+            conn.close()
 
 
 @pytest_twisted.ensureDeferred
