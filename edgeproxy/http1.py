@@ -109,7 +109,6 @@ class Http1Connection(Protocol):
         self._abort_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self._site.connections += 1
         # A response on a plain socket goes out in one sendmsg(): through the transport
         # it would cost two epoll registrations.
         self._writer = PromptWriter(self.transport)
@@ -249,7 +248,6 @@ class Http1Connection(Protocol):
         self._expect(self._limits.send_timeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._site.connections -= 1
         self._closing = True
         if self._current is not None:
             self._current.gone = True
@@ -308,7 +306,8 @@ class _ChooseByALPN(Protocol):
     """
     Plain TCP connections are HTTP/1.1 at once; on TLS the choice waits for the first
     bytes, when ALPN has been negotiated. Until then the header deadline applies, so a
-    handshake that never completes does not hold a connection.
+    handshake that never completes does not hold a connection. Every connection counts
+    against max_connections from its start, handshake and HTTP/2 included.
     """
 
     def __init__(self, site: EdgeSite, addr: IAddress):
@@ -318,6 +317,7 @@ class _ChooseByALPN(Protocol):
         self._timer = None
 
     def makeConnection(self, transport: object) -> None:
+        self._site.connections += 1
         super().makeConnection(transport)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -342,6 +342,7 @@ class _ChooseByALPN(Protocol):
         self._inner.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._site.connections -= 1
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._inner is not None:

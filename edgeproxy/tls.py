@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 # Mozilla's "intermediate" list: ECDHE only (forward secrecy), AES-GCM and ChaCha20.
@@ -77,9 +77,21 @@ class _ConnectionCreator:
         return SSL.Connection(self._contexts.default, None)
 
 
+class _RefusingTLSFactory(TLSMemoryBIOFactory):
+    """
+    A connection the HTTP factory refuses (past max_connections) is closed at once, as on
+    plain TCP: TLSMemoryBIOFactory wrapped the None, failed in makeConnection and left
+    the socket open until the client left.
+    """
+
+    def buildProtocol(self, addr: object) -> Protocol | None:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        return None if inner is None else self.protocol(self, inner)
+
+
 def tls_factory(contexts: SNIServerContexts, site: Factory) -> TLSMemoryBIOFactory:
     """Wrap the HTTP factory, which picks HTTP/2 or HTTP/1.1 by what ALPN chose."""
-    return TLSMemoryBIOFactory(_ConnectionCreator(contexts), False, site)
+    return _RefusingTLSFactory(_ConnectionCreator(contexts), False, site)
 
 
 def _context(pair: CertificatePair) -> SSL.Context:

@@ -268,3 +268,40 @@ async def test_past_max_connections_a_new_connection_is_closed_at_once(tmp_path,
             conn.close()
     finally:
         await edge.stop()
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS frame
+
+
+def open_tls(port: int, ca, alpn: str) -> ssl.SSLSocket:
+    conn = tls_connection(port, ca, alpn)
+    assert conn.selected_alpn_protocol() == alpn
+    conn.sendall(H2_PREFACE if alpn == "h2" else f"GET /{H}.jpg HTTP/1.1\r\n{HOST}\r\n".encode())
+    return conn
+
+
+@pytest.mark.parametrize("alpn", ["http/1.1", "h2"])
+@pytest_twisted.ensureDeferred
+async def test_past_max_connections_a_new_tls_connection_is_closed_at_once(tmp_path, origin, alpn):
+    """HTTP/2 connections went uncounted, and one refused on TLS stayed open (never even
+    at header_timeout) while an AttributeError was logged for it."""
+    edge = Edge(tmp_path, {**LIMITS, ("edge", "max_connections"): "3"}, tokenmap=pair_map(origin))
+    held = []
+    try:
+        async with tls_listener(tmp_path, edge) as (port, ca):
+            for _ in range(3):
+                held.append(await threads.deferToThread(open_tls, port, ca, alpn))
+            await deferLater(reactor, 0.2, lambda: None)
+            assert edge.site.connections == 3
+            held.append(await threads.deferToThread(socket.create_connection, ("127.0.0.1", port)))
+            closed_after = await threads.deferToThread(wait_closed, held[-1], 3.0)
+            assert closed_after is not None and closed_after < 0.5 and edge.site.refused == 1
+            for conn in held:
+                conn.close()
+            for _ in range(20):
+                if edge.site.connections == 0:
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            assert edge.site.connections == 0
+    finally:
+        await edge.stop()
