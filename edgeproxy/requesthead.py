@@ -93,7 +93,7 @@ def _keep_alive(http11: bool, connection: bytes) -> bool:
     if not connection:
         return http11
     tokens = {token.strip() for token in connection.lower().split(b",")}
-    return b"close" not in tokens if http11 else b"keep-alive" in tokens
+    return b"close" not in tokens and (http11 or b"keep-alive" in tokens)
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
