@@ -71,11 +71,20 @@ def _accepted_types(accept: bytes) -> set[bytes]:
     """Media types listed in Accept with a q above 0 (wildcards do not count: browsers send */*)."""
     accepted = set()
     for item in accept.lower().split(b","):
-        media_type, _, params = item.strip().partition(b";")
-        q = params.replace(b" ", b"").partition(b"q=")[2]
-        if not q or _positive(q):
+        media_type, *params = item.split(b";")
+        q = _weight(params)
+        if q is None or _positive(q):
             accepted.add(media_type.strip())
     return accepted
+
+
+def _weight(params: list[bytes]) -> bytes | None:
+    """The q parameter's value wherever it stands (parameters may follow it), or None."""
+    for param in params:
+        name, _, value = param.partition(b"=")
+        if name.strip() == b"q":
+            return value.strip()
+    return None
 
 
 def _positive(q: bytes) -> bool:

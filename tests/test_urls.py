@@ -90,6 +90,10 @@ ALL_FORMATS = frozenset({"jpg", "png", "webp", "avif"})
         (b"image/AVIF ; q=0.9", ALL_FORMATS, "avif"),
         (b"image/avif;q=0.0,image/webp;q=0", ALL_FORMATS, "jpg"),
         (b"image/avif;q=bogus", ALL_FORMATS, "jpg"),
+        (b"image/avif;q=0.9;ext=1, image/webp;q=0.8", ALL_FORMATS, "avif"),  # a parameter after the weight
+        (b"image/avif;seq=0, image/webp", ALL_FORMATS, "avif"),  # a parameter whose name ends in q
+        (b"image/avif;q=0;ext=1, image/webp", ALL_FORMATS, "webp"),
+        (b"image/avif; Q = 0.5", ALL_FORMATS, "avif"),
         (b"image/avif,image/webp", frozenset({"jpg", "png", "webp"}), "webp"),
     ],
 )
