@@ -24,7 +24,7 @@ from edgeproxy.imageservice import Fetched, ImageService
 from edgeproxy.requesthead import canonical_path, split_target
 from edgeproxy.requeststats import RequestStats
 from edgeproxy.signing import SignaturePolicy
-from edgeproxy.urls import AUTO, ImageRequest, UrlGrammar, negotiate_format
+from edgeproxy.urls import AUTO, ImageRequest, UrlGrammar, names_auto, negotiate_format
 
 log = Logger()
 ALLOWED = b"GET, HEAD"
@@ -79,8 +79,12 @@ class EdgeHandler:
     def handle(self, exchange: Exchange) -> None:
         try:
             tenant = self._check_request(exchange)
-            image = self._image(exchange)
         except EdgeError as error:
+            return self.refuse(exchange, error)
+        try:
+            image = self._image(exchange)
+        except EdgeError as error:  # past the method and Host checks, an auto URL's every answer varies
+            exchange.vary = names_auto(exchange.target)
             return self.refuse(exchange, error)
         if image.fmt == AUTO:
             image = image.in_format(negotiate_format(exchange.header(b"accept"), self._grammar.formats))

@@ -58,6 +58,11 @@ class ImageRequest:
         return ImageRequest(self.image_hash, self.ext, None, None, f"{self.image_hash}.{self.ext}".encode())
 
 
+def names_auto(target: bytes) -> bool:
+    """Whether a request target asks for the `auto` format, so that any answer to it varies on Accept."""
+    return target.partition(b"?")[0].endswith(b"." + AUTO.encode())
+
+
 def negotiate_format(accept: bytes | None, formats: frozenset[str]) -> str:
     """avif, else webp, else jpg: the best format the browser accepts and we can save."""
     accepted = _accepted_types(accept or b"")
