@@ -72,8 +72,8 @@ class ImageService:
         self.disk = disk
         self._renderer = renderer
         self.queue = queue
-        self._purges = 0
         self.flights: SingleFlight[Fetched] = SingleFlight()
+        self._fills: dict[bytes, object] = {}  # key -> the token of its fill in the air, until a purge detaches it
         self._origin = origin
         self._clock = clock
         self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
@@ -108,22 +108,27 @@ class ImageService:
 
     async def _fill(self, request: ImageRequest, tenant: bytes) -> Fetched:
         started = self._clock.seconds()
-        purges = self._purges
-        if request.is_original:
-            return await self._fill_original(request, started, purges)
-        body = await self.disk.get(request.key) if request.key in self.disk else None
-        if body is not None:
-            return self._disk_hit(request, body, started)
-        self.counts.disk_misses += 1
-        return await self._render(request, tenant, purges)
+        fill = self._fills[request.key] = object()
+        try:
+            if request.is_original:
+                return await self._fill_original(request, started, fill)
+            body = await self.disk.get(request.key) if request.key in self.disk else None
+            if body is not None:
+                return self._disk_hit(request, body, started, fill)
+            self.counts.disk_misses += 1
+            return await self._render(request, tenant, fill)
+        finally:
+            if self._fills.get(request.key) is fill:
+                del self._fills[request.key]
 
-    def _disk_hit(self, request: ImageRequest, body: bytes, started: float) -> Fetched:
+    def _disk_hit(self, request: ImageRequest, body: bytes, started: float, fill: object) -> Fetched:
         self.counts.disk_hits += 1
         obj = make_cached_object(body)
-        self.disk.promoted += self.memory.put(request.key, obj)
+        if self._fills.get(request.key) is fill:
+            self.disk.promoted += self.memory.put(request.key, obj)
         return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
 
-    async def _render(self, request: ImageRequest, tenant: bytes, purges: int) -> Fetched:
+    async def _render(self, request: ImageRequest, tenant: bytes, fill: object) -> Fetched:
         """
         A variant is MISS when its original had to come from an origin, and RENDERED when
         the cached original sufficed: then no origin was asked, and it is served so even
@@ -142,7 +147,7 @@ class ImageService:
             log.warn("cannot render {key}: {reason}", key=request.key, reason=error.reason)
             raise
         obj = make_cached_object(body)
-        self._store(request.key, obj, purges)
+        self._store(request.key, obj, fill)
         render_ms = self._ms_since(rendering)
         timing = b"cache;desc=miss, render;dur=%.1f" % render_ms
         return Fetched(obj, x_cache, timing, origin_ms, render_ms)
@@ -153,9 +158,9 @@ class ImageService:
         d = self._renderer.render(original, request.geometry, request.fmt)
         return d.addBoth(_observed, metrics.RENDER_SECONDS, self._clock, started)
 
-    def _store(self, key: bytes, obj: CachedObject, purges: int) -> None:
-        """Keep a filled object, unless a purge came while it was being filled."""
-        if purges != self._purges:
+    def _store(self, key: bytes, obj: CachedObject, fill: object) -> None:
+        """Keep a filled object, unless a purge of its image detached the fill meanwhile."""
+        if self._fills.get(key) is not fill:
             return
         if not self.memory.put(key, obj):
             self.disk.put(key, obj.body)
@@ -163,7 +168,7 @@ class ImageService:
     def _ms_since(self, started: float) -> float:
         return (self._clock.seconds() - started) * 1000
 
-    async def _fill_original(self, request: ImageRequest, started: float, purges: int) -> Fetched:
+    async def _fill_original(self, request: ImageRequest, started: float, fill: object) -> Fetched:
         """
         From the disk if the claim says it is there, else from the origin unless another
         worker process is fetching it (edgeproxy.claims).
@@ -172,7 +177,7 @@ class ImageService:
         if outcome == STORED:
             body = await self.disk.get(request.key)
             if body is not None:
-                return self._disk_hit(request, body, started)
+                return self._disk_hit(request, body, started, fill)
             outcome, body = await self.disk.claim(request.key)  # gone since (evicted, corrupt): claim the fetch
         self.counts.disk_misses += 1
         if outcome == ABSENT:
@@ -180,7 +185,7 @@ class ImageService:
         if outcome == ON_DISK:
             body = await self.disk.get(request.key)
         obj = _as_image(request, body) if body is not None else await self._fetch_claimed(request)
-        self._store(request.key, obj, purges)
+        self._store(request.key, obj, fill)
         origin_ms = self._ms_since(started)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % origin_ms, origin_ms)
 
@@ -202,9 +207,17 @@ class ImageService:
         return obj
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:
-        """Forget the original and every variant of an image, in every tier."""
+        """
+        Forget the original and every variant of an image, in every tier. Its fills in
+        the air still answer their waiters but store nothing, and a request after the
+        purge starts afresh rather than joining one (a variant asked after a takedown
+        had been rendered from an original fetched before it, and cached).
+        """
         prefix = image_hash.encode()
-        self._purges += 1
+        detached = [key for key in self._fills if key.startswith(prefix)]
+        for key in detached:
+            del self._fills[key]
+        self.flights.detach(detached)
         removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix)}
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)

@@ -6,6 +6,7 @@ A waiter that gives up (its client went away) never cancels the fetch for the ot
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Callable, Generic, Hashable, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -17,6 +18,7 @@ T = TypeVar("T")
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._flights: dict[Hashable, list[Deferred[T]]] = {}
+        self._in_air = 0
         self.collapsed = 0
 
     def run(self, key: Hashable, start: Callable[[], "Deferred[T]"]) -> "Deferred[T]":
@@ -27,19 +29,28 @@ class SingleFlight(Generic[T]):
             self.collapsed += 1
             waiters.append(waiter)
             return waiter
-        self._flights[key] = [waiter]
-        maybeDeferred(start).addBoth(self._land, key)
+        waiters = self._flights[key] = [waiter]
+        self._in_air += 1
+        maybeDeferred(start).addBoth(self._land, key, waiters)
         return waiter
+
+    def detach(self, keys: Iterable[Hashable]) -> None:
+        """Later requests for `keys` start flights of their own; those in the air still answer their waiters."""
+        for key in keys:
+            self._flights.pop(key, None)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._flights
 
     def __len__(self) -> int:
-        """Flights in the air: what a drain waits for."""
-        return len(self._flights)
+        """Flights in the air, detached ones included: what a drain waits for."""
+        return self._in_air
 
-    def _land(self, result: T | Failure, key: Hashable) -> None:
+    def _land(self, result: T | Failure, key: Hashable, waiters: list[Deferred[T]]) -> None:
         """Answer every waiter with the same result; a failure is not kept for the next request."""
-        for waiter in self._flights.pop(key):
+        self._in_air -= 1
+        if self._flights.get(key) is waiters:
+            del self._flights[key]
+        for waiter in waiters:
             if not waiter.called:
                 waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)

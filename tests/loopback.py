@@ -46,10 +46,11 @@ class BackendResource(Resource):
         return self._serve(request)
 
     def _slow(self, request: Request) -> int:
-        """Answer after `slow_seconds`, so concurrent misses overlap for sure."""
+        """Answer after `slow_seconds` with what it held when asked, so concurrent misses overlap for sure."""
+        body = self._serve(request)
 
         def answer() -> None:
-            request.write(self._serve(request))
+            request.write(body)
             request.finish()
 
         reactor.callLater(self.slow_seconds, answer)

@@ -37,3 +37,21 @@ def test_a_cancelled_waiter_does_not_cancel_the_flight_and_failures_are_not_kept
     stayer.addErrback(lambda _: None)
     again = flights.run("k", lambda: succeed(b"now"))
     assert again.result == b"now"
+
+
+def test_a_detached_flight_answers_its_own_waiters_and_a_later_request_starts_anew():
+    flights: SingleFlight[bytes] = SingleFlight()
+    started: list[Deferred] = []
+
+    def start() -> Deferred:
+        started.append(Deferred())
+        return started[-1]
+
+    before = flights.run("k", start)
+    flights.detach(["k", "absent"])
+    after = [flights.run("k", start) for _ in range(2)]
+    assert len(started) == 2 and len(flights) == 2  # both in the air: a drain waits for both
+    started[0].callback(b"old")
+    assert before.result == b"old" and not after[0].called and "k" in flights
+    started[1].callback(b"new")
+    assert [w.result for w in after] == [b"new"] * 2 and len(flights) == 0 and "k" not in flights

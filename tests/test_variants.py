@@ -102,6 +102,58 @@ async def test_purge_drops_the_original_and_every_variant_from_both_tiers(tmp_pa
         await edge.stop()
 
 
+async def while_the_original_is_on_its_way(edge, primary, action) -> list[tuple]:
+    """Ask for a variant, do `action` once its original's fetch has reached the (slow) origin, then ask for another."""
+    while not edge.site.handler.images.disk.ready:
+        await deferLater(reactor, 0.005, lambda: None)
+    before = ensureDeferred(get(edge, f"/{NAME}/small.jpg"))
+    while primary.hits == 0:
+        await deferLater(reactor, 0.01, lambda: None)
+    action()
+    after = ensureDeferred(get(edge, f"/{NAME}/480x0.webp"))
+    return [(await before)[:2], (await after)[:2]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_variant_asked_after_a_purge_is_not_rendered_from_an_original_fetched_before_it(tmp_path, backends):
+    """A takedown: purged while its original was on its way, and gone from the origin. A
+    variant asked after the purge had joined that fetch, and been cached and served on."""
+    primary = backends({f"/{NAME}.jpg": IMAGE})
+    primary.set_mode("slow")
+    primary.resource.slow_seconds = 0.5
+    edge = Edge(tmp_path, {("resize", "presets"): "small=320x0", ("origins", "hedge_after"): "off"}, tokenmap=pair_map(primary))
+    images = edge.site.handler.images
+
+    def take_down() -> None:
+        images.purge(NAME)
+        primary.resource.files.clear()
+
+    try:
+        answers = await while_the_original_is_on_its_way(edge, primary, take_down)
+        assert answers == [(200, "MISS"), (404, "")]
+        assert images.memory.get(f"{NAME}/480x0-inside.webp".encode()) is None and len(images.memory) == 0
+        assert (await get(edge, f"/{NAME}/480x0.webp"))[0] == 404
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_purge_of_another_image_leaves_a_fill_in_the_air_alone(tmp_path, backends):
+    """One counter for every purge: purging any image kept this one's original, in flight, from being stored."""
+    other = photo(300, 200, seed=8)
+    primary = backends({f"/{NAME}.jpg": IMAGE, f"/{name_of(other)}.jpg": other})
+    primary.set_mode("slow")
+    primary.resource.slow_seconds = 0.5
+    edge = Edge(tmp_path, {("resize", "presets"): "small=320x0", ("origins", "hedge_after"): "off"}, tokenmap=pair_map(primary))
+    try:
+        answers = await while_the_original_is_on_its_way(edge, primary, lambda: edge.site.handler.images.purge(name_of(other)))
+        assert answers == [(200, "MISS"), (200, "MISS")]  # the second joined the first's fetch
+        assert (await get(edge, f"/{NAME}.jpg"))[:2] == (200, "HIT-MEMORY")
+        assert primary.hits == 1
+    finally:
+        await edge.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_full_render_queue_sheds_with_retry_after_and_hits_are_still_served(tmp_path, backends):
     big = photo(2400, 1800, seed=9)
