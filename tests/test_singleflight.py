@@ -1,16 +1,24 @@
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred, fail, succeed
 
 from edgeproxy.singleflight import SingleFlight
 
 
-def test_waiters_share_one_flight_and_get_the_same_result():
-    flights: SingleFlight[bytes] = SingleFlight()
+def fetches() -> tuple[list[Deferred], Callable[[], Deferred]]:
+    """A fetch to start, and the Deferreds of those started (fired by the test)."""
     started: list[Deferred] = []
 
     def start() -> Deferred:
         started.append(Deferred())
         return started[-1]
 
+    return started, start
+
+
+def test_waiters_share_one_flight_and_get_the_same_result():
+    flights: SingleFlight[bytes] = SingleFlight()
+    started, start = fetches()
     waiters = [flights.run("k", start) for _ in range(5)]
     assert len(started) == 1 and flights.collapsed == 4
     started[0].callback(b"body")
@@ -41,12 +49,7 @@ def test_a_cancelled_waiter_does_not_cancel_the_flight_and_failures_are_not_kept
 
 def test_a_detached_flight_answers_its_own_waiters_and_a_later_request_starts_anew():
     flights: SingleFlight[bytes] = SingleFlight()
-    started: list[Deferred] = []
-
-    def start() -> Deferred:
-        started.append(Deferred())
-        return started[-1]
-
+    started, start = fetches()
     before = flights.run("k", start)
     flights.detach(["k", "absent"])
     after = [flights.run("k", start) for _ in range(2)]
