@@ -184,13 +184,18 @@ class ImageService:
             raise EdgeError(404, "image not found")
         if outcome == ON_DISK:
             body = await self.disk.get(request.key)
-        obj = _as_image(request, body) if body is not None else await self._fetch_claimed(request)
+        obj = _as_image(request, body) if body is not None else await self._fetch_claimed(request, fill)
         self._store(request.key, obj, fill)
         origin_ms = self._ms_since(started)
         return Fetched(obj, b"MISS", b"cache;desc=miss, origin;dur=%.1f" % origin_ms, origin_ms)
 
-    async def _fetch_claimed(self, request: ImageRequest) -> CachedObject:
-        """Fetch an original we claimed; the other workers waiting on the claim hear how it went."""
+    async def _fetch_claimed(self, request: ImageRequest, fill: object) -> CachedObject:
+        """
+        Fetch an original we claimed; the other workers waiting on the claim hear how it
+        went. If a purge detached the fill meanwhile, they fetch it themselves: shared,
+        the purged original would be written to the shared disk after the purge had
+        cleared it, and served from there.
+        """
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
             obj = _as_image(request, body)
@@ -203,7 +208,10 @@ class ImageService:
         except BaseException:
             self.disk.release(request.key, FETCH)
             raise
-        self.disk.share(request.key, body)
+        if self._fills.get(request.key) is fill:
+            self.disk.share(request.key, body)
+        else:
+            self.disk.release(request.key, FETCH)
         return obj
 
     def purge(self, image_hash: str) -> dict[str, list[str]]:

@@ -6,16 +6,18 @@ The AMP channel is replaced by direct calls to the owner's responders.
 
 import os
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from edgeproxy import diskentry
 from edgeproxy.diskowner import DiskOwner
+from edgeproxy.errors import EdgeError
 from edgeproxy.imageservice import ImageService
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.remoterender import SupervisorRenderer
@@ -173,6 +175,34 @@ async def test_an_original_whose_file_is_gone_is_claimed_fetched_and_written_aga
     assert (await worker_images(b, clients, shard).fetch(request)).obj.body == image and shard.hits == 1
     await landed(b)
     assert await a.get(request.key) == image and len(owner) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_original_purged_while_it_was_on_its_way_never_reaches_the_shared_disk(tmp_path, pool, backends, clients):  # noqa: F811
+    """A takedown during the fetch, as the supervisor does it (every worker, then the disk):
+    the fetch, landing after, had still been written to the disk and served from it."""
+    image = photo(seed=6)
+    request = ImageRequest(name_of(image), "jpg", None, None, f"{name_of(image)}.jpg".encode())
+    shard = backends({f"/{request.key.decode()}": image})
+    shard.set_mode("slow")
+    shard.resource.slow_seconds = 0.3
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    first, second = worker_images(a, clients, shard), worker_images(b, clients, shard)
+    fetching = ensureDeferred(first.fetch(request))
+    waiting = ensureDeferred(second.fetch(request))  # claims behind the first: waits for how it goes
+    while shard.hits == 0:
+        await deferLater(reactor, 0.01, lambda: None)
+    for images in (first, second):
+        images.purge(request.image_hash)
+    owner.purge(request.image_hash.encode())
+    shard.resource.files.clear()  # gone from the origin too
+    assert (await fetching).obj.body == image  # its own waiters still get their answer
+    with pytest.raises(EdgeError) as refused:
+        await waiting  # told to fetch for itself, it finds nothing
+    assert refused.value.status == 404
+    await landed(a, b)
+    assert len(owner) == 0 and not os.path.exists(path_of(tmp_path, request.key))
+    assert (await first.fetch(request).addErrback(lambda f: f.value.status)) == 404
 
 
 @pytest_twisted.ensureDeferred
