@@ -18,8 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from edgeproxy.errors import EdgeError
-from edgeproxy.render import IRenderer, Unrenderable
+from edgeproxy.render import IRenderer, RenderUnavailable, Unrenderable
 from edgeproxy.urls import Geometry
 from edgeproxy.workerproto import Render
 
@@ -53,7 +52,7 @@ def _not_rendered(failure: Failure) -> None:
     answered 500 as a bug.
     """
     log.warn("render over the channel failed: {f}", f=failure.getErrorMessage())
-    raise EdgeError(503, "render unavailable, retry shortly", {b"Retry-After": b"1"})
+    raise RenderUnavailable()
 
 
 def render_for_worker(renderer: IRenderer, source: bytes, width: int, height: int, fit: str, fmt: str) -> "Deferred[dict]":

@@ -147,6 +147,13 @@ class RenderSettings:
     max_dimension: int = 4096  # of an output side, the auto (0) one included
 
 
+class RenderUnavailable(EdgeError):
+    """A render cut off on our side (its pool stopping or replaced, the channel to it gone): worth a retry."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "render unavailable, retry shortly", {b"Retry-After": b"1"})
+
+
 class Unrenderable(EdgeError):
     """The original cannot be made into this variant: never cached, answered 502."""
 
@@ -331,7 +338,7 @@ class ProcessRenderer:
         slot and flight would wait forever).
         """
         if future.cancelled():
-            done.errback(EdgeError(503, "render cancelled, retry shortly", {b"Retry-After": b"1"}))
+            done.errback(RenderUnavailable())
             return
         error = future.exception()
         if error is None:
