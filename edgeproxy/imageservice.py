@@ -73,7 +73,6 @@ class ImageService:
         self._renderer = renderer
         self.queue = queue
         self.flights: SingleFlight[Fetched] = SingleFlight()
-        self._fills: dict[bytes, object] = {}  # key -> the token of its fill in the air, until a purge detaches it
         self._origin = origin
         self._clock = clock
         self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
@@ -104,27 +103,24 @@ class ImageService:
                 self.queue.check_room()
             except EdgeError as error:
                 return fail(error)
-        return self.flights.run(request.key, lambda: ensureDeferred(self._fill(request, tenant)))
+        flights = self.flights
+        return flights.run(request.key, lambda: ensureDeferred(self._fill(request, tenant, flights.flight(request.key))))
 
-    async def _fill(self, request: ImageRequest, tenant: bytes) -> Fetched:
+    async def _fill(self, request: ImageRequest, tenant: bytes, fill: object) -> Fetched:
+        """`fill` is its flight: while a purge has not detached it, what it fills is stored."""
         started = self._clock.seconds()
-        fill = self._fills[request.key] = object()
-        try:
-            if request.is_original:
-                return await self._fill_original(request, started, fill)
-            body = await self.disk.get(request.key) if request.key in self.disk else None
-            if body is not None:
-                return self._disk_hit(request, body, started, fill)
-            self.counts.disk_misses += 1
-            return await self._render(request, tenant, fill)
-        finally:
-            if self._fills.get(request.key) is fill:
-                del self._fills[request.key]
+        if request.is_original:
+            return await self._fill_original(request, started, fill)
+        body = await self.disk.get(request.key) if request.key in self.disk else None
+        if body is not None:
+            return self._disk_hit(request, body, started, fill)
+        self.counts.disk_misses += 1
+        return await self._render(request, tenant, fill)
 
     def _disk_hit(self, request: ImageRequest, body: bytes, started: float, fill: object) -> Fetched:
         self.counts.disk_hits += 1
         obj = make_cached_object(body)
-        if self._fills.get(request.key) is fill:
+        if self.flights.attached(request.key, fill):
             self.disk.promoted += self.memory.put(request.key, obj)
         return Fetched(obj, b"HIT-DISK", b"cache;desc=disk;dur=%.1f" % self._ms_since(started))
 
@@ -160,7 +156,7 @@ class ImageService:
 
     def _store(self, key: bytes, obj: CachedObject, fill: object) -> None:
         """Keep a filled object, unless a purge of its image detached the fill meanwhile."""
-        if self._fills.get(key) is not fill:
+        if not self.flights.attached(key, fill):
             return
         if not self.memory.put(key, obj):
             self.disk.put(key, obj.body)
@@ -208,7 +204,7 @@ class ImageService:
         except BaseException:
             self.disk.release(request.key, FETCH)
             raise
-        if self._fills.get(request.key) is fill:
+        if self.flights.attached(request.key, fill):
             self.disk.share(request.key, body)
         else:
             self.disk.release(request.key, FETCH)
@@ -222,10 +218,7 @@ class ImageService:
         had been rendered from an original fetched before it, and cached).
         """
         prefix = image_hash.encode()
-        detached = [key for key in self._fills if key.startswith(prefix)]
-        for key in detached:
-            del self._fills[key]
-        self.flights.detach(detached)
+        self.flights.detach([key for key in self.flights if key.startswith(prefix)])
         removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix)}
         for key in [k for k in self._absent if k.startswith(prefix)]:
             self._absent.pop(key, None)

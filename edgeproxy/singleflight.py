@@ -6,7 +6,7 @@ A waiter that gives up (its client went away) never cancels the fetch for the ot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Callable, Generic, Hashable, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -34,6 +34,14 @@ class SingleFlight(Generic[T]):
         maybeDeferred(start).addBoth(self._land, key, waiters)
         return waiter
 
+    def flight(self, key: Hashable) -> object | None:
+        """The flight in the air for `key`: what `attached` is asked about once it may have been detached."""
+        return self._flights.get(key)
+
+    def attached(self, key: Hashable, flight: object) -> bool:
+        """Whether later requests for `key` still join `flight` (it has not been detached)."""
+        return self._flights.get(key) is flight
+
     def detach(self, keys: Iterable[Hashable]) -> None:
         """Later requests for `keys` start flights of their own; those in the air still answer their waiters."""
         for key in keys:
@@ -41,6 +49,10 @@ class SingleFlight(Generic[T]):
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._flights
+
+    def __iter__(self) -> Iterator[Hashable]:
+        """The keys with a flight that later requests join (a snapshot: detaching while iterating is fine)."""
+        return iter(list(self._flights))
 
     def __len__(self) -> int:
         """Flights in the air, detached ones included: what a drain waits for."""
