@@ -5,6 +5,7 @@ The AMP channel is replaced by direct calls to the owner's responders.
 """
 
 import os
+import threading
 
 import pytest
 import pytest_twisted
@@ -203,6 +204,26 @@ async def test_an_original_purged_while_it_was_on_its_way_never_reaches_the_shar
     await landed(a, b)
     assert len(owner) == 0 and not os.path.exists(path_of(tmp_path, request.key))
     assert (await first.fetch(request).addErrback(lambda f: f.value.status)) == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_original_read_from_disk_as_it_is_purged_is_not_kept_in_memory(tmp_path, pool, backends, clients):  # noqa: F811
+    """The read waits for a disk pool thread; the purge comes meanwhile. Its waiter still
+    gets the image, but memory must not keep what the purge dropped."""
+    owner, a, b, request, shard, image = await stored_original(tmp_path, pool, backends)
+    images = worker_images(b, clients, shard)
+    gate = threading.Event()
+    try:
+        for _ in range(4):  # every thread of the disk pool busy
+            pool.callInThread(gate.wait)
+        fetching = ensureDeferred(images.fetch(request))  # told STORED; its read waits for a thread
+        await deferLater(reactor, 0.05, lambda: None)
+        images.purge(request.image_hash)
+    finally:
+        gate.set()
+    fetched = await fetching
+    assert (fetched.x_cache, fetched.obj.body) == (b"HIT-DISK", image)
+    assert images.memory.get(request.key) is None and shard.hits == 0
 
 
 @pytest_twisted.ensureDeferred
