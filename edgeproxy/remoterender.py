@@ -24,6 +24,7 @@ from edgeproxy.workerproto import Render
 
 log = Logger()
 
+
 @implementer(IRenderer)
 class SupervisorRenderer:
     """A worker's renderer: the supervisor's render processes do the work."""
