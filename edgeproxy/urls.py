@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from edgeproxy.errors import EdgeError
+from edgeproxy.requesthead import canonical_path, split_target
 
 FITS = ("inside", "cover")
 _ORIGINAL = re.compile(rb"/([0-9a-f]{40})\.([a-z0-9]{1,8})")
@@ -59,8 +60,16 @@ class ImageRequest:
 
 
 def names_auto(target: bytes) -> bool:
-    """Whether a request target asks for the `auto` format, so that any answer to it varies on Accept."""
-    return target.partition(b"?")[0].endswith(b"." + AUTO.encode())
+    """
+    Whether a request target asks for the `auto` format, so that any answer to it varies
+    on Accept: read from its canonical path (`.%61uto` is `.auto`); a path that has none
+    is refused whatever the Accept.
+    """
+    try:
+        path = canonical_path(split_target(target)[0])
+    except EdgeError:
+        return False
+    return path.endswith(b"." + AUTO.encode())
 
 
 def negotiate_format(accept: bytes | None, formats: frozenset[str]) -> str:
