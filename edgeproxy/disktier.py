@@ -181,9 +181,16 @@ class DiskTier:
             del self._writing[key]
 
     def _write_failed(self, failure: Failure, key: bytes | None = None) -> None:
+        """
+        The entry goes from the index, unless a newer spill of `key` is still queued: the
+        index entry is that one's (evicted and spilled again while this write waited), and
+        popping it left its file on disk uncounted.
+        """
         if key is not None:
+            newer_queued = self._writing[key][1] > 1
             self._write_done(key)
-            self._index.pop(key)
+            if not newer_queued:
+                self._index.pop(key, None)
         if not self._down_until or self.available:
             log.warn("disk tier failing ({f}): memory only for {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
         self._down_until = self._clock.seconds() + RETRY_SECONDS

@@ -2,6 +2,7 @@
 
 import os
 import random
+import threading
 
 import pytest
 import pytest_twisted
@@ -204,6 +205,35 @@ async def test_evicted_then_spilled_again_while_its_write_is_in_flight(tmp_path,
         assert failures == []
     finally:
         globalLogPublisher.removeObserver(observer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_write_leaves_the_index_entry_of_a_newer_spill_of_the_same_key(tmp_path, pool):
+    """
+    k1 is spilled, evicted and spilled again while its first write still waits, and that
+    first write fails (its temp path is a directory; in production, a full disk the
+    eviction's delete then relieves). The failure dropped the index entry of the second
+    spill, whose file then landed uncounted: the disk held more than its budget.
+    """
+    size = diskentry.entry_size(b"k1.jpg", 40_000)
+    disk = tier(tmp_path, pool, budget=3 * size)
+    await disk.start()
+    os.mkdir(tmp_path / "tmp" / f"{diskentry.file_name(b'k1.jpg')}.{os.getpid()}.0.tmp")  # the first write's temp file
+    gate = threading.Event()
+    try:
+        for _ in range(4):  # every disk pool thread busy: the writes queue up
+            pool.callInThread(gate.wait)
+        disk.put(b"k1.jpg", b"1" * 40_000)
+        for other in range(3):
+            disk.put(b"o%d.jpg" % other, b"o" * 40_000)  # evicts k1 while its write is queued
+        disk.put(b"k1.jpg", b"1" * 40_000)
+    finally:
+        gate.set()
+    await settle(disk)
+    await deferLater(reactor, 0.2, lambda: None)
+    assert b"k1.jpg" in disk
+    assert {os.path.basename(p) for p in files_on_disk(tmp_path)} == {diskentry.file_name(k) for k in disk._index}
+    assert sum(files_on_disk(tmp_path).values()) == disk.bytes_used
 
 
 @pytest_twisted.ensureDeferred
