@@ -41,6 +41,7 @@ class SharedDisk:
         self.budget = budget
         self.channel: Callable[..., Deferred] | None = None  # callRemote of the supervisor's AMP
         self._writing: dict[bytes, bytes] = {}
+        self._purged: set[bytes] = set()  # of the keys being written: purged since, never served
         self._temp_ids = itertools.count()
         self._down_until = 0.0
         self.bytes_used = self.evictions = self.spilled = self.promoted = 0
@@ -74,7 +75,7 @@ class SharedDisk:
 
     def get(self, key: bytes) -> "Deferred[bytes | None]":
         if key in self._writing:
-            return succeed(self._writing[key])
+            return succeed(None if key in self._purged else self._writing[key])
         return self._run(read_entry, entry_path(self._objects, key), key).addCallbacks(self._read, self._read_failed, (key,), errbackArgs=(key,))
 
     def _read(self, body: bytes, key: bytes) -> bytes:
@@ -139,23 +140,30 @@ class SharedDisk:
         return d.addCallback(self._reserved, key).addErrback(self._failed, key)
 
     def _reserved(self, answer: dict, key: bytes) -> "Deferred[bool] | bool":
-        if not answer["write"]:
-            del self._writing[key]
+        if key in self._purged and answer["write"]:
+            self._tell(Written, key=key, ok=False)
+        if not answer["write"] or key in self._purged:
+            self._forget_write(key)
             return False
         temp = os.path.join(self._tmp, f"{diskentry.file_name(key)}.{os.getpid()}.{next(self._temp_ids)}.tmp")
         d = self._run(write_entry, entry_path(self._objects, key), temp, key, self._writing[key])
         return d.addCallback(self._written, key)
 
     def _written(self, _: None, key: bytes) -> bool:
-        del self._writing[key]
+        self._forget_write(key)
         self._tell(Written, key=key, ok=True)
         if self._down_until:
             log.info("disk tier writable again: spilling resumes")
             self._down_until = 0.0
         return True
 
+    def _forget_write(self, key: bytes) -> None:
+        del self._writing[key]
+        self._purged.discard(key)
+
     def _failed(self, failure: Failure, key: bytes) -> bool:
         self._writing.pop(key, None)
+        self._purged.discard(key)
         self._tell(Written, key=key, ok=False)
         if not self._down_until or self.available:
             log.warn("disk tier failing ({f}): memory only for {s:g}s", f=failure.getErrorMessage(), s=RETRY_SECONDS)
@@ -163,5 +171,11 @@ class SharedDisk:
         return False
 
     def purge(self, prefix: bytes) -> list[bytes]:
-        """The owner purges the files and the index; what a worker is writing, it deletes when it lands."""
+        """
+        The owner purges the files and the index, and deletes what a worker is writing
+        once it lands. Here a write of a purged key still in flight is no longer served
+        (it was, from its buffer, and went back into memory: a taken-down variant served
+        on) and, while its reservation is not back, is not written at all.
+        """
+        self._purged.update(key for key in self._writing if key.startswith(prefix))
         return []

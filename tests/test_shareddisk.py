@@ -27,7 +27,7 @@ from edgeproxy.shareddisk import SharedDisk
 from edgeproxy.supervisor import OwnerProtocol
 from edgeproxy.claims import FETCH, STORED
 from edgeproxy.workerproto import Claim, Forget, Release, Reserve, Touch, Written
-from edgeproxy.urls import ImageRequest
+from edgeproxy.urls import Geometry, ImageRequest
 from tests.images import name_of, photo
 from tests.shards import pair_origin
 from tests.test_disktier import files_on_disk, path_of, pool  # noqa: F401 (a fixture)
@@ -224,6 +224,37 @@ async def test_an_original_read_from_disk_as_it_is_purged_is_not_kept_in_memory(
     fetched = await fetching
     assert (fetched.x_cache, fetched.obj.body) == (b"HIT-DISK", image)
     assert images.memory.get(request.key) is None and shard.hits == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_variant_being_spilled_when_it_is_purged_is_not_served_after_the_purge(tmp_path, pool, backends, clients):  # noqa: F811
+    """
+    Worker a spills a variant, and the image is purged (every worker, then the disk, as
+    the supervisor does) while the write waits for the disk pool. a's next request for it
+    was answered HIT-DISK from the write's buffer and put back in memory: the taken-down
+    variant served on. Its write is dropped too, so nothing reaches the disk.
+    """
+    original = photo(seed=42)
+    name = name_of(original)
+    geometry = Geometry(64, 0)
+    request = ImageRequest(name, "jpg", geometry, "jpg", f"{name}/{geometry}.jpg".encode())
+    shard = backends({})  # taken down at the origin too
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    images = worker_images(a, clients, shard)
+    gate = threading.Event()
+    try:
+        for _ in range(4):  # every disk pool thread busy: the spill's reservation waits
+            pool.callInThread(gate.wait)
+        a.put(request.key, photo(64, 48, seed=43))
+        images.purge(name)
+        owner.purge(name.encode())
+        answer = await ensureDeferred(images.fetch(request)).addErrback(lambda f: f.value)
+    finally:
+        gate.set()
+    await landed(a, b)
+    assert isinstance(answer, EdgeError) and answer.status == 404
+    assert images.memory.get(request.key) is None
+    assert not os.path.exists(path_of(tmp_path, request.key)) and len(owner) == 0
 
 
 @pytest_twisted.ensureDeferred
