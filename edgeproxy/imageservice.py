@@ -176,7 +176,8 @@ class ImageService:
                 return self._disk_hit(request, body, started, fill)
             outcome, body = await self.disk.claim(request.key)  # gone since (evicted, corrupt): claim the fetch
         self.counts.disk_misses += 1
-        if outcome == ABSENT:
+        if outcome == ABSENT:  # another worker's fetch found it absent: remembered here too
+            self._absent[request.key] = True
             raise EdgeError(404, "image not found")
         if outcome == ON_DISK:
             body = await self.disk.get(request.key)

@@ -258,6 +258,30 @@ async def test_a_variant_being_spilled_when_it_is_purged_is_not_served_after_the
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_worker_told_absent_by_the_claim_remembers_it(tmp_path, pool, backends, clients):  # noqa: F811
+    """
+    Two workers miss on a bogus name at once: one fetches it (404), the other waits on its
+    claim and is told it is absent. The waiter did not remember it, so its next request a
+    moment later asked the origin again, within the negative TTL.
+    """
+    name = "ab" * 20
+    request = ImageRequest(name, "jpg", None, None, f"{name}.jpg".encode())
+    shard = backends({})
+    shard.set_mode("slow")
+    shard.resource.slow_seconds = 0.3
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    first, second = worker_images(a, clients, shard), worker_images(b, clients, shard)
+
+    def status(images: ImageService):
+        return images.fetch(request).addErrback(lambda f: f.trap(EdgeError) and f.value.status)
+
+    at_once = [status(first), status(second)]
+    assert [await at_once[0], await at_once[1]] == [404, 404] and shard.hits == 1
+    assert [await status(first), await status(second)] == [404, 404]
+    assert shard.hits == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_forget_while_the_entry_is_being_written_keeps_it(tmp_path, pool):  # noqa: F811
     """A reader that finds no file yet (it is not renamed into place) must not drop the write's entry."""
     owner, _ = await started(tmp_path, pool, 1 << 20)
