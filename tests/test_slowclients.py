@@ -24,7 +24,7 @@ from edgeproxy.http1 import CHUNK
 from edgeproxy.tls import CertificatePair, SNIServerContexts, tls_factory
 from tests.edge import Edge, pair_map
 from tests.images import name_of, photo
-from tests.rawhttp import read_answers, send, wait_closed
+from tests.rawhttp import Exchange, read_answers, send, wait_closed
 from tests.tlscerts import LoopbackCA
 
 IMAGE = photo(seed=11)
@@ -248,6 +248,40 @@ async def test_over_tls_a_client_that_pipelines_hits_and_never_reads_holds_a_bou
             assert held and max(held) <= 4 * CHUNK, held
         finally:
             conn.close()
+
+
+def pipeline_and_read(port: int, ca, names: list[str]) -> Exchange:
+    """Pipelined GETs of `names` over TLS, the last with `Connection: close`, read by a client with a small receive buffer."""
+    conn = tls_connection(port, ca, receive_buffer=4096)
+    heads = [f"GET /{name} HTTP/1.1\r\n{HOST}" for name in names]
+    conn.sendall(("\r\n".join(heads) + "Connection: close\r\n\r\n").encode())
+    try:
+        return read_answers(conn, len(names), settle=10.0)
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_tls_pipelined_answers_come_whole_in_order_and_close_ends_the_connection(tmp_path, origin):
+    """
+    A TLS connection writes a hit at once while the socket under it has room, and holds a
+    response back while it has none (an 8 MB image to a client with a 4 KB buffer): every
+    byte still arrives, in order, and the closing answer closes the connection at once,
+    not at the send timeout.
+    """
+    edge = Edge(tmp_path, {**LIMITS, ("edge", "send_timeout"): "60s"}, tokenmap=pair_map(origin))
+    names = [f"{H}.jpg", f"{MID_NAME}.png", f"{H}.jpg", f"{H}.jpg"]
+    try:
+        for name in set(names):
+            assert (await edge.get(f"/{name}")).code == 200
+        async with tls_listener(tmp_path, edge) as (port, ca):
+            exchange = await threads.deferToThread(pipeline_and_read, port, ca, names)
+    finally:
+        await edge.stop()
+    assert [a.status for a in exchange.answers] == [200] * 4
+    assert [a.headers["X-Cache"] for a in exchange.answers] == ["HIT-MEMORY"] * 4
+    assert [a.body for a in exchange.answers] == [IMAGE, MID, IMAGE, IMAGE]
+    assert exchange.answers[-1].headers["Connection"] == "close" and exchange.closed
 
 
 @pytest_twisted.ensureDeferred
