@@ -77,6 +77,7 @@ class ImageService:
         self._clock = clock
         self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
         self.counts = CacheCounts()
+        self.original_counts = CacheCounts()  # the disk lookups of originals that variants are rendered from
         self.top_misses = TopKeys(64)
 
     def cached(self, request: ImageRequest) -> CachedObject | None:
@@ -88,13 +89,14 @@ class ImageService:
             self.counts.memory_hits += 1
         return obj
 
-    def fetch(self, request: ImageRequest, tenant: bytes = b"") -> "Deferred[Fetched]":
+    def fetch(self, request: ImageRequest, tenant: bytes = b"", counts: CacheCounts | None = None) -> "Deferred[Fetched]":
         """
         Fill a memory miss: from disk, else from the origin (an original) or by
         rendering (a variant) for `tenant` (the hostname). Concurrent misses on one
         key share one fill, every variant of an image shares the one fill of its
         original, and a variant that could not even wait for a render worker is
-        refused before anything is fetched.
+        refused before anything is fetched. Its disk lookup counts in `counts`
+        (the service's own by default).
         """
         if request.original().key in self._absent:
             return fail(EdgeError(404, "image not found"))
@@ -104,21 +106,22 @@ class ImageService:
             except EdgeError as error:
                 return fail(error)
         flights = self.flights
-        return flights.run(request.key, lambda: ensureDeferred(self._fill(request, tenant, flights.flight(request.key))))
+        counts = counts or self.counts
+        return flights.run(request.key, lambda: ensureDeferred(self._fill(request, tenant, flights.flight(request.key), counts)))
 
-    async def _fill(self, request: ImageRequest, tenant: bytes, fill: object) -> Fetched:
+    async def _fill(self, request: ImageRequest, tenant: bytes, fill: object, counts: CacheCounts) -> Fetched:
         """`fill` is its flight: while a purge has not detached it, what it fills is stored."""
         started = self._clock.seconds()
         if request.is_original:
-            return await self._fill_original(request, started, fill)
+            return await self._fill_original(request, started, fill, counts)
         body = await self.disk.get(request.key) if request.key in self.disk else None
         if body is not None:
-            return self._disk_hit(request, body, started, fill)
-        self.counts.disk_misses += 1
+            return self._disk_hit(request, body, started, fill, counts)
+        counts.disk_misses += 1
         return await self._render(request, tenant, fill)
 
-    def _disk_hit(self, request: ImageRequest, body: bytes, started: float, fill: object) -> Fetched:
-        self.counts.disk_hits += 1
+    def _disk_hit(self, request: ImageRequest, body: bytes, started: float, fill: object, counts: CacheCounts) -> Fetched:
+        counts.disk_hits += 1
         obj = make_cached_object(body)
         if self.flights.attached(request.key, fill):
             self.disk.promoted += self.memory.put(request.key, obj)
@@ -128,12 +131,13 @@ class ImageService:
         """
         A variant is MISS when its original had to come from an origin, and RENDERED when
         the cached original sufficed: then no origin was asked, and it is served so even
-        while every origin is down.
+        while every origin is down. Neither is a hit, so the original's own lookup on
+        disk is not counted as one of a request's (a hit ratio of 0.5 with no hit served).
         """
         original = self.memory.get(request.original().key)
         x_cache, origin_ms = b"RENDERED", None
         if original is None:
-            fetched = await self.fetch(request.original(), tenant)
+            fetched = await self.fetch(request.original(), tenant, self.original_counts)
             original, origin_ms = fetched.obj, fetched.origin_ms
             x_cache = b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
         rendering = self._clock.seconds()
@@ -164,7 +168,7 @@ class ImageService:
     def _ms_since(self, started: float) -> float:
         return (self._clock.seconds() - started) * 1000
 
-    async def _fill_original(self, request: ImageRequest, started: float, fill: object) -> Fetched:
+    async def _fill_original(self, request: ImageRequest, started: float, fill: object, counts: CacheCounts) -> Fetched:
         """
         From the disk if the claim says it is there, else from the origin unless another
         worker process is fetching it (edgeproxy.claims).
@@ -173,9 +177,9 @@ class ImageService:
         if outcome == STORED:
             body = await self.disk.get(request.key)
             if body is not None:
-                return self._disk_hit(request, body, started, fill)
+                return self._disk_hit(request, body, started, fill, counts)
             outcome, body = await self.disk.claim(request.key)  # gone since (evicted, corrupt): claim the fetch
-        self.counts.disk_misses += 1
+        counts.disk_misses += 1
         if outcome == ABSENT:  # another worker's fetch found it absent: remembered here too
             self._absent[request.key] = True
             raise EdgeError(404, "image not found")

@@ -47,6 +47,27 @@ def test_three_misses_then_seven_hits_is_a_hit_ratio_of_0_7(proxy):
     assert size < value(samples, "edgeproxy_cache_bytes", tier="memory") < size + 1024
 
 
+def test_variants_rendered_from_an_original_on_disk_are_no_hits(tmp_path):
+    """
+    An original too big for memory lives on disk; its variants are MISS, then RENDERED,
+    and neither is a hit. The original's own disk read inside the second fill counted as
+    a disk hit of a request, and every variant miss as two disk lookups: a hit ratio of
+    0.5 with no hit served.
+    """
+    size = (SAMPLES / f"{SAMPLE}.jpg").stat().st_size
+    changes = {("resize", "presets"): "small=64x0 tiny=32x0", ("cache", "max_object_bytes"): str(size // 2)}
+    proxy = Twistd(write_config(tmp_path, changes), tmp_path)
+    try:
+        assert [proxy.get(f"/{SAMPLE}/{preset}.jpg")[1]["X-Cache"] for preset in ("small", "tiny")] == ["MISS", "RENDERED"]
+        samples = scrape(proxy)
+    finally:
+        proxy.stop()
+    lookups = {(result, tier): value(samples, "edgeproxy_cache_requests_total", result=result, tier=tier)
+               for result in ("hit", "miss") for tier in ("memory", "disk")}
+    assert lookups == {("hit", "memory"): 0, ("miss", "memory"): 2, ("hit", "disk"): 0, ("miss", "disk"): 2}
+    assert value(samples, "edgeproxy_cache_hit_ratio") == 0
+
+
 def test_renders_and_the_queue_are_exported_and_no_created_series(proxy):
     assert proxy.get(f"/{SAMPLE}/small.jpg")[0] == 200
     samples = scrape(proxy)
