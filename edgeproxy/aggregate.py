@@ -3,7 +3,7 @@ The supervisor's admin port: one view of all workers. /metrics asks every worker
 its Prometheus text and merges it (counters, gauges and histogram buckets summed;
 `edgeproxy_backend_up` and `edgeproxy_disk_tier_available` the minimum, so a backend
 any worker sees down shows down;
-the hit ratio recomputed from the summed counts), adds the disk tier (owned here) and
+the hit ratio recomputed from the counts of every worker process), adds the disk tier (owned here) and
 each process's own `process_*`/`python_*` series labelled `worker`. POST /purge asks
 every worker, then the disk; /status shows the totals and a row per worker.
 """
@@ -49,6 +49,26 @@ for _collector in (ProcessCollector, PlatformCollector, GCCollector):
     _collector(registry=_OWN)
 
 
+class RunningTotals:
+    """
+    Counts of every worker process since the supervisor started, never going down: a
+    replaced worker's counters start from 0 again, and summed as they were, the drop
+    made the hit ratio of the next 5 minutes negative or over 1. Only what a process
+    counted since it was last seen is added, as Prometheus' rate() treats a reset.
+    """
+
+    def __init__(self, width: int):
+        self.totals = [0] * width
+        self._seen: dict[int, tuple[int, list[int]]] = {}  # worker index: (pid, its counts when last seen)
+
+    def add(self, index: int, pid: int, counts: list[int]) -> None:
+        seen_pid, before = self._seen.get(index, (pid, [0] * len(counts)))
+        if seen_pid != pid:
+            before = [0] * len(counts)
+        self.totals = [total + max(0, now - then) for total, now, then in zip(self.totals, counts, before)]
+        self._seen[index] = pid, counts
+
+
 def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskOwner, health: HealthResource, parts: MultiService, top: MultiService) -> None:
     workers = Workers(reactor, pool, disk)
     loop = LoopingCall(workers.sample)
@@ -71,6 +91,7 @@ class Workers:
         self._pool = pool
         self.disk = disk
         self.counts = CacheCounts()
+        self._totals = RunningTotals(4)
         self.history = TrafficHistory(self, reactor)
         self.last: list[tuple[int, bytes, dict]] = []
 
@@ -85,9 +106,9 @@ class Workers:
 
     def _gathered(self, results: list) -> list:
         self.last = [value for ok, value in results if ok]
-        totals = [sum(status["counts"][i] for _, _, status in self.last) for i in range(4)]
-        if len(self.last) == len(self._pool.workers):  # a worker missing would look like a drop in every counter
-            self.counts.memory_hits, self.counts.memory_misses, self.counts.disk_hits, self.counts.disk_misses = totals
+        for index, _, status in self.last:
+            self._totals.add(index, status["pid"], status["counts"])
+        self.counts.memory_hits, self.counts.memory_misses, self.counts.disk_hits, self.counts.disk_misses = self._totals.totals
         return self.last
 
     def sample(self) -> Deferred:

@@ -3,7 +3,7 @@
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeproxy.aggregate import _Fixed, merge_metrics
+from edgeproxy.aggregate import RunningTotals, _Fixed, merge_metrics
 
 WORKER_0 = b"""# HELP edgeproxy_cache_requests_total Cache lookups by tier and outcome.
 # TYPE edgeproxy_cache_requests_total counter
@@ -60,3 +60,21 @@ def test_the_merged_families_print_as_valid_text_with_each_family_once():
     families = list(text_string_to_metric_families(text))
     assert len({f.name for f in families}) == len(families) == 5
     assert text.count("# TYPE edgeproxy_render_seconds histogram") == 1
+
+
+def test_a_replaced_workers_counts_add_to_the_totals_from_zero():
+    """
+    The supervisor's hit ratio comes from these totals: summed as the workers report
+    them, worker 0's replacement (its counts back to 0) was a drop, and the ratio of the
+    next 5 minutes came out -1.0.
+    """
+    totals = RunningTotals(2)
+    totals.add(0, 100, [500, 500])
+    totals.add(1, 101, [0, 0])
+    assert totals.totals == [500, 500]
+    totals.add(0, 200, [10, 20])  # a new process in slot 0
+    totals.add(1, 101, [600, 300])
+    assert totals.totals == [1110, 820]
+    totals.add(0, 200, [15, 20])
+    totals.add(1, 101, [600, 300])
+    assert totals.totals == [1115, 820]
