@@ -5,6 +5,8 @@ and the S3 regions, in the order `[origins] chain` gives, each backend behind a 
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import MultiService
 from twisted.python.threadpool import ThreadPool
 
@@ -48,7 +50,8 @@ def _origin(
     assert config.shards is not None
     shards = config.shards
     clients = client_service(config, reactor, top)
-    files = ShardMapFiles(shards.tokenmap_path, shards.previous_path, ShardMaps(shards.tokenmap, shards.previous), reactor, disk_pool)
+    # absolute: the maps' paths are relative to the config file, and twistd --rundir changes directory after start-up
+    files = ShardMapFiles(os.path.abspath(config.path), ShardMaps(shards.tokenmap, shards.previous), reactor, disk_pool)
     SighupService(reactor, files.reload).setServiceParent(top)
     return ShardPairOrigin(
         lambda: files.maps,

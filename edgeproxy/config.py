@@ -575,6 +575,15 @@ def _local(section: _Section) -> LocalConfig:
     return LocalConfig(root=root, path_template=section.get("path_template", parse_template, "/{hash}.{ext}"))
 
 
+def load_shards(path: str) -> ShardsConfig:
+    """
+    The [shards] section as the file says now, checked as at start-up: what SIGHUP puts
+    in force. The whole file is checked for unknown keys too, so a misspelt `previous`
+    is refused rather than read as "no previous map".
+    """
+    return _shards(_Section(_read(path), path, "shards"))
+
+
 def _shards(section: _Section) -> ShardsConfig:
     path = section.file("tokenmap")
     previous_path = section.file("previous", None)

@@ -1,7 +1,8 @@
 """
 The token maps in force: the current one and, while shards are being split, the
-previous one. SIGHUP swaps both at once, and only if both files are valid: a broken
-file is refused with a log line and the maps already in force stay.
+previous one. SIGHUP reads `[shards] tokenmap` and `previous` from the configuration
+file again and swaps both maps at once, and only if the section and both files are
+valid: a broken one is refused with a log line and the maps already in force stay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from edgeproxy.tokenmap import TokenMap, TokenMapError, load_tokenmap
+from edgeproxy.config import ConfigError, ShardsConfig, load_shards
+from edgeproxy.tokenmap import TokenMap
 
 log = Logger()
 
@@ -34,28 +36,31 @@ class ShardMaps:
 
 
 class ShardMapFiles:
-    """Reads are on a thread pool: SIGHUP must not stall the reactor on a slow disk."""
+    """
+    The paths are read from the config file on every reload, not kept from start-up:
+    resharding edits them (README), and adds a previous map where there was none.
+    Reads are on a thread pool: SIGHUP must not stall the reactor on a slow disk.
+    """
 
-    def __init__(self, current: str, previous: str | None, maps: ShardMaps, reactor: IReactorFromThreads, pool: ThreadPool):
+    def __init__(self, config_path: str, maps: ShardMaps, reactor: IReactorFromThreads, pool: ThreadPool):
         self.maps = maps
-        self._paths = (current, previous)
+        self._config_path = config_path
         self._reactor = reactor
         self._pool = pool
 
     def reload(self) -> "Deferred[bool]":
-        d = deferToThreadPool(self._reactor, self._pool, self._load)
+        d = deferToThreadPool(self._reactor, self._pool, load_shards, self._config_path)
         return d.addCallbacks(self._swap, self._refused)
 
-    def _load(self) -> ShardMaps:
-        current, previous = self._paths
-        return ShardMaps(load_tokenmap(current), load_tokenmap(previous) if previous else None)
-
-    def _swap(self, maps: ShardMaps) -> bool:
-        self.maps = maps
-        log.info("token map reloaded: {n} pairs", n=len(maps.current.pairs))
+    def _swap(self, shards: ShardsConfig) -> bool:
+        self.maps = ShardMaps(shards.tokenmap, shards.previous)
+        log.info(
+            "token map reloaded: {n} pairs from {current}, previous map {previous}",
+            n=len(shards.tokenmap.pairs), current=shards.tokenmap_path, previous=shards.previous_path or "none",
+        )
         return True
 
     def _refused(self, failure: Failure) -> bool:
-        failure.trap(TokenMapError)
-        log.error("token map reload refused, the old map stays: {why}", why=failure.getErrorMessage())
+        failure.trap(ConfigError)
+        log.error("token map reload refused, the old maps stay: {why}", why=failure.getErrorMessage())
         return False

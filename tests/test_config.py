@@ -2,7 +2,7 @@ import configparser
 
 import pytest
 
-from edgeproxy.config import ConfigError, load_config, parse_duration, parse_size
+from edgeproxy.config import ConfigError, load_config, load_shards, parse_duration, parse_size
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.urls import Geometry
 from tests.configs import REPO, write_config
@@ -160,6 +160,16 @@ def test_previous_token_map_is_loaded_and_checked(tmp_path):
     (tmp_path / "old.ini").write_text("[tokenmap]\n0100 = a:80\n")
     with pytest.raises(ConfigError, match=r"\[shards\] previous: .*old.ini: the last bound is 0100"):
         load_config(write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "previous"): "old.ini"}))
+def test_the_shards_section_alone_is_read_as_the_file_says_now_and_checked_as_at_start_up(tmp_path):
+    """What SIGHUP reads: a misspelt key is refused, not taken for a missing `previous`."""
+    (tmp_path / "old.ini").write_text("[tokenmap]\nffff = old-a:80 old-b:80\n")
+    path = write_config(tmp_path, {("shards", "previous"): "old.ini"})
+    assert load_shards(path).previous.owner(0) == ("old-a:80", "old-b:80")
+    write_config(tmp_path, {("shards", "previos"): "old.ini"})
+    with pytest.raises(ConfigError, match=r"\[shards\] previos: unknown key"):
+        load_shards(path)
+
+
 S3_REGIONS = {
     ("origins", "chain"): "shards s3",
     ("s3", "regions"): "east west",

@@ -15,6 +15,7 @@ from tests.twistd import Twistd
 
 IMAGES = [photo(64, 48, seed=70 + i) for i in range(3)]
 FILES = {f"/{name_of(i)}.jpg": i for i in IMAGES}
+RESHARDED = [photo(64, 48, seed=80 + i) for i in range(4)]
 
 
 def wait_for_log(twistd: Twistd, text: str, count: int = 1, seconds: float = 10.0) -> None:
@@ -65,4 +66,47 @@ async def test_sighup_swaps_the_map_and_a_broken_map_leaves_the_old_one(tmp_path
         assert "map.ini: the last bound is 8000, it must be ffff" in log
         assert twistd.process.poll() is None
     finally:
+        assert twistd.stop() == -signal.SIGTERM
+
+
+def shards(current: str, previous: str | None = None) -> dict:
+    return {("origins", "chain"): "shards", ("shards", "tokenmap"): current, ("shards", "previous"): previous}
+
+
+def edit_and_reload(twistd: Twistd, config_dir, changes: dict, outcome: str, workers: int) -> None:
+    """Rewrite edgeproxy.ini in place and send SIGHUP, as `systemctl reload` would; wait for every worker's `outcome`."""
+    logged = twistd.log.read_text().count(outcome)
+    write_config(config_dir, changes)
+    os.kill(twistd.process.pid, signal.SIGHUP)
+    wait_for_log(twistd, outcome, logged + workers)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest_twisted.ensureDeferred
+async def test_the_readme_resharding_procedure_puts_the_edited_maps_in_force(tmp_path, backends, workers):
+    """
+    README (Resharding): the new map as [shards] tokenmap, the old one as previous, then
+    reload. The new pair serves what it holds, what it lacks is asked of the old pair,
+    and a config naming a missing map is refused with both maps staying in force.
+    """
+    old = backends({f"/{name_of(image)}.jpg": image for image in RESHARDED[:2]})  # the second not copied yet
+    new = backends({f"/{name_of(image)}.jpg": image for image in RESHARDED[2:]})  # uploaded since the split
+    (tmp_path / "tokenmap-32.ini").write_text(f"[tokenmap]\nffff = {old.address}\n")
+    (tmp_path / "tokenmap-64.ini").write_text(f"[tokenmap]\nffff = {new.address}\n")
+    twistd = await threads.deferToThread(Twistd, write_config(tmp_path, shards("tokenmap-32.ini")), tmp_path, workers)
+    connection = http.client.HTTPConnection("127.0.0.1", twistd.port, timeout=10)  # one worker throughout
+    try:
+        assert (await threads.deferToThread(get, connection, RESHARDED[0]))[:2] == (200, RESHARDED[0])
+        changes = shards("tokenmap-64.ini", "tokenmap-32.ini")
+        await threads.deferToThread(edit_and_reload, twistd, tmp_path, changes, "token map reloaded", workers)
+        assert (await threads.deferToThread(get, connection, RESHARDED[2]))[:2] == (200, RESHARDED[2])
+        assert (await threads.deferToThread(get, connection, RESHARDED[1]))[:2] == (200, RESHARDED[1])
+        assert (old.hits, new.hits) == (2, 2), "the new pair asked first, the old one for what the new one lacks"
+        changes = shards("tokenmap-64.ini", "missing.ini")
+        await threads.deferToThread(edit_and_reload, twistd, tmp_path, changes, "token map reload refused", workers)
+        assert (await threads.deferToThread(get, connection, RESHARDED[3]))[:2] == (200, RESHARDED[3])
+        assert new.hits == 3
+        assert "[shards] previous: " in twistd.log.read_text() and "missing.ini: cannot read" in twistd.log.read_text()
+    finally:
+        connection.close()
         assert twistd.stop() == -signal.SIGTERM
