@@ -6,6 +6,7 @@ and the S3 regions, in the order `[origins] chain` gives, each backend behind a 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from twisted.application.service import MultiService
 from twisted.python.threadpool import ThreadPool
@@ -22,9 +23,17 @@ from edgeproxy.shardmaps import ShardMapFiles, ShardMaps
 
 
 def build_chain(
-    config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService, board: list[GuardedBackend]
+    config: Config,
+    reactor: object,
+    disk_pool: ThreadPool,
+    top: MultiService,
+    board: list[GuardedBackend],
+    maps_swapped: Callable[[], object],
 ) -> list[IOrigin]:
-    """The origins in the order they are tried; `s3` stands for every region, in order."""
+    """
+    The origins in the order they are tried; `s3` stands for every region, in order.
+    `maps_swapped` is called when a reload puts new token maps in force.
+    """
     chain: list[IOrigin] = []
     for kind in config.origins.chain:
         if kind == "s3":
@@ -32,12 +41,18 @@ def build_chain(
 
             chain.extend(s3_origins(config, reactor, top, board))
         else:
-            chain.append(_origin(kind, config, reactor, disk_pool, top, board))
+            chain.append(_origin(kind, config, reactor, disk_pool, top, board, maps_swapped))
     return chain
 
 
 def _origin(
-    kind: str, config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService, board: list[GuardedBackend]
+    kind: str,
+    config: Config,
+    reactor: object,
+    disk_pool: ThreadPool,
+    top: MultiService,
+    board: list[GuardedBackend],
+    maps_swapped: Callable[[], object],
 ) -> IOrigin:
     origins = config.origins
     if kind == "local":
@@ -51,7 +66,8 @@ def _origin(
     shards = config.shards
     clients = client_service(config, reactor, top)
     # absolute: the maps' paths are relative to the config file, and twistd --rundir changes directory after start-up
-    files = ShardMapFiles(os.path.abspath(config.path), ShardMaps(shards.tokenmap, shards.previous), reactor, disk_pool)
+    maps = ShardMaps(shards.tokenmap, shards.previous)
+    files = ShardMapFiles(os.path.abspath(config.path), maps, reactor, disk_pool, maps_swapped)
     SighupService(reactor, files.reload).setServiceParent(top)
     return ShardPairOrigin(
         lambda: files.maps,

@@ -51,11 +51,42 @@ class CacheCounts:
         self.memory_hits = self.memory_misses = self.disk_hits = self.disk_misses = 0
 
 
+class AbsentImages:
+    """
+    Originals every origin said were absent, each remembered for `ttl` seconds so a
+    bogus name cannot hammer the origins. A new token map makes every such answer stale
+    (the image may be on its new pair): `forget_all` drops them, and a 404 asked for
+    under the old map that lands after it is not remembered, so the new map's images
+    are served as soon as it is in force.
+    """
+
+    def __init__(self, ttl: float, clock: IReactorTime):
+        self._keys: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=ttl, timer=clock.seconds)
+        self.era = 0  # counts forget_all: a 404 is remembered only in the era it was asked in
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: bytes, era: int) -> None:
+        if era == self.era:
+            self._keys[key] = True
+
+    def forget(self, prefix: bytes) -> None:
+        for key in [k for k in self._keys if k.startswith(prefix)]:
+            self._keys.pop(key, None)
+
+    def forget_all(self) -> None:
+        self._keys.clear()
+        self.era += 1
+
+
 class ImageService:
     """
     Misses on one object are collapsed into one origin fetch; an object absent from
-    every origin is remembered for `negative_ttl` seconds so a bogus name cannot
-    hammer the origins.
+    every origin is remembered in `absent`.
     """
 
     def __init__(
@@ -66,7 +97,7 @@ class ImageService:
         clock: IReactorTime,
         renderer: IRenderer,
         queue: RenderQueue,
-        negative_ttl: float,
+        absent: AbsentImages,
     ):
         self.memory = memory
         self.disk = disk
@@ -75,7 +106,7 @@ class ImageService:
         self.flights: SingleFlight[Fetched] = SingleFlight()
         self._origin = origin
         self._clock = clock
-        self._absent: TTLCache[bytes, bool] = TTLCache(maxsize=100_000, ttl=negative_ttl, timer=clock.seconds)
+        self._absent = absent
         self.counts = CacheCounts()
         self.original_counts = CacheCounts()  # the disk lookups of originals that variants are rendered from
         self.top_misses = TopKeys(64)
@@ -173,6 +204,7 @@ class ImageService:
         From the disk if the claim says it is there, else from the origin unless another
         worker process is fetching it (edgeproxy.claims).
         """
+        era = self._absent.era
         outcome, body = await self.disk.claim(request.key)
         if outcome == STORED:
             body = await self.disk.get(request.key)
@@ -181,7 +213,7 @@ class ImageService:
             outcome, body = await self.disk.claim(request.key)  # gone since (evicted, corrupt): claim the fetch
         counts.disk_misses += 1
         if outcome == ABSENT:  # another worker's fetch found it absent: remembered here too
-            self._absent[request.key] = True
+            self._absent.add(request.key, era)
             raise EdgeError(404, "image not found")
         if outcome == ON_DISK:
             body = await self.disk.get(request.key)
@@ -197,13 +229,14 @@ class ImageService:
         the purged original would be written to the shared disk after the purge had
         cleared it, and served from there.
         """
+        era = self._absent.era
         try:
             body = await self._origin.fetch(request.image_hash, request.ext)
             obj = _as_image(request, body)
         except OriginFailure as failure:
             absent = failure.kind is FailureKind.NOT_FOUND
             if absent:
-                self._absent[request.key] = True
+                self._absent.add(request.key, era)
             self.disk.release(request.key, ABSENT if absent else FETCH)
             raise failure.to_edge_error() from failure
         except BaseException:
@@ -225,8 +258,7 @@ class ImageService:
         prefix = image_hash.encode()
         self.flights.detach([key for key in self.flights if key.startswith(prefix)])
         removed = {"memory": self.memory.purge(prefix), "disk": self.disk.purge(prefix)}
-        for key in [k for k in self._absent if k.startswith(prefix)]:
-            self._absent.pop(key, None)
+        self._absent.forget(prefix)
         return {tier: [key.decode() for key in keys] for tier, keys in removed.items()}
 
 

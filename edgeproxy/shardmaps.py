@@ -7,6 +7,7 @@ valid: a broken one is refused with a log line and the maps already in force sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
@@ -42,9 +43,13 @@ class ShardMapFiles:
     Reads are on a thread pool: SIGHUP must not stall the reactor on a slow disk.
     """
 
-    def __init__(self, config_path: str, maps: ShardMaps, reactor: IReactorFromThreads, pool: ThreadPool):
+    def __init__(
+        self, config_path: str, maps: ShardMaps, reactor: IReactorFromThreads, pool: ThreadPool, swapped: Callable[[], object]
+    ):
+        """`swapped` is called in the same turn as a swap, so nothing answers from the old maps' 404s after it."""
         self.maps = maps
         self._config_path = config_path
+        self._swapped = swapped
         self._reactor = reactor
         self._pool = pool
 
@@ -54,6 +59,7 @@ class ShardMapFiles:
 
     def _swap(self, shards: ShardsConfig) -> bool:
         self.maps = ShardMaps(shards.tokenmap, shards.previous)
+        self._swapped()
         log.info(
             "token map reloaded: {n} pairs from {current}, previous map {previous}",
             n=len(shards.tokenmap.pairs), current=shards.tokenmap_path, previous=shards.previous_path or "none",

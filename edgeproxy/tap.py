@@ -30,7 +30,7 @@ from edgeproxy.heap import freeze_startup_heap
 from edgeproxy.accesslog import AccessLog, Sampler, open_access_log
 from edgeproxy.http1 import EdgeSite
 from edgeproxy.httpserver import EdgeHandler
-from edgeproxy.imageservice import ImageService
+from edgeproxy.imageservice import AbsentImages, ImageService
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.metrics import TrafficHistory
 from edgeproxy.origins.fallback import FallbackOrigin
@@ -157,8 +157,10 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     """
     disk_pool = thread_pool("edgeproxy-disk", 4, top)
     backends: list[GuardedBackend] = []
-    origin = FallbackOrigin(build_chain(config, reactor, disk_pool, top, backends), reactor, config.origins.deadline)
     cache = config.cache
+    absent = AbsentImages(cache.negative_ttl, reactor)
+    chain = build_chain(config, reactor, disk_pool, top, backends, absent.forget_all)
+    origin = FallbackOrigin(chain, reactor, config.origins.deadline)
     disk: DiskTier | SharedDisk
     if workers == 1:
         disk = DiskTier(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
@@ -170,7 +172,7 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     resize = config.resize
     queue = RenderQueue(resize.render_workers, resize.render_queue, resize.tenant_share)
     remote = SupervisorRenderer() if workers > 1 and resize.render_mode == "processes" else None
-    images = ImageService(memory, disk, origin, reactor, remote or _renderer(config, reactor, top), queue, cache.negative_ttl)
+    images = ImageService(memory, disk, origin, reactor, remote or _renderer(config, reactor, top), queue, absent)
     history = TrafficHistory(images, reactor)
     HookService(start=lambda: history.loop.start(history.step), stop=history.loop.stop).setServiceParent(top)
     signatures = SignaturePolicy(config.security.sign, config.security.keys)

@@ -110,3 +110,47 @@ async def test_the_readme_resharding_procedure_puts_the_edited_maps_in_force(tmp
     finally:
         connection.close()
         assert twistd.stop() == -signal.SIGTERM
+
+
+def reload_during_a_fetch(
+    twistd: Twistd, config_dir, changes: dict, workers: int, connection: http.client.HTTPConnection, image: bytes, asked
+) -> int:
+    """Ask for `image`, reload once the `asked` backend has the request, then read the answer."""
+    hits = asked.hits
+    connection.request("GET", f"/{name_of(image)}.jpg", headers={"Host": "localhost"})
+    deadline = time.monotonic() + 10
+    while asked.hits == hits:
+        assert time.monotonic() < deadline, "the request never reached the backend"
+        time.sleep(0.02)
+    edit_and_reload(twistd, config_dir, changes, "token map reloaded", workers)
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest_twisted.ensureDeferred
+async def test_a_404_of_the_old_map_is_not_remembered_once_the_new_map_is_in_force(tmp_path, backends, workers):
+    """
+    The new pair's images are served as soon as the reload logs: a 404 the old map gave
+    before (negative-cached for 60 s) is forgotten, and one still on its way from the old
+    pair at the swap is answered but not remembered.
+    """
+    before, during = RESHARDED[:2]
+    old, new = backends({}), backends({f"/{name_of(image)}.jpg": image for image in (before, during)})
+    (tmp_path / "tokenmap-32.ini").write_text(f"[tokenmap]\nffff = {old.address}\n")
+    (tmp_path / "tokenmap-64.ini").write_text(f"[tokenmap]\nffff = {new.address}\n")
+    twistd = await threads.deferToThread(Twistd, write_config(tmp_path, shards("tokenmap-32.ini")), tmp_path, workers)
+    connection = http.client.HTTPConnection("127.0.0.1", twistd.port, timeout=10)  # one worker throughout
+    try:
+        assert (await threads.deferToThread(get, connection, before))[0] == 404
+        old.set_mode("slow")  # its 404 comes 2 s later, well after the reload
+        old.resource.slow_seconds = 2.0
+        changes = shards("tokenmap-64.ini", "tokenmap-32.ini")
+        in_the_air = await threads.deferToThread(reload_during_a_fetch, twistd, tmp_path, changes, workers, connection, during, old)
+        assert in_the_air == 404
+        assert (await threads.deferToThread(get, connection, before))[:2] == (200, before)
+        assert (await threads.deferToThread(get, connection, during))[:2] == (200, during)
+    finally:
+        connection.close()
+        assert twistd.stop() == -signal.SIGTERM

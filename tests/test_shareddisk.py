@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from edgeproxy import diskentry
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.errors import EdgeError
-from edgeproxy.imageservice import ImageService
+from edgeproxy.imageservice import AbsentImages, ImageService
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.remoterender import SupervisorRenderer
 from edgeproxy.renderqueue import RenderQueue
@@ -154,7 +154,7 @@ async def stored_original(tmp_path, pool, backends):  # noqa: F811
 def worker_images(disk: SharedDisk, clients, shard) -> ImageService:
     """A worker's image service over `disk`, with an empty memory tier and the shard as its origin."""
     return ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), disk, pair_origin(clients, [shard]),
-                        reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), 60.0)
+                        reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), AbsentImages(60.0, reactor))
 
 
 @pytest_twisted.ensureDeferred
