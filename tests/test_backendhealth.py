@@ -1,9 +1,10 @@
 """Passive health, panic mode, the concurrency cap and hedging, against loopback servers that fail for real."""
 
+import pytest
 import pytest_twisted
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import CancelledError, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 
 from edgeproxy.errors import FailureKind, OriginFailure
@@ -163,6 +164,27 @@ async def test_a_hedge_that_also_fails_gives_one_combined_failure(backends, clie
     origin = pair_origin(clients, [primary, secondary], hedge=HEDGE, timeout=0.3)
     failure = await outcome(origin, NAMES[0])
     assert failure is FailureKind.UPSTREAM
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fetch_cancelled_during_the_hedge_delay_cancels_the_primarys_request(backends, clients):
+    """
+    The chain's deadline cancelled the fetch (504) while the pair waited for the hedge
+    delay, yet the hung primary's request stayed in the air until its own 3 s timeout:
+    its connection and in-flight slot held, its timeout then counted against it.
+    """
+    primary, secondary = backends(FILES), backends(FILES)
+    primary.set_mode("hang")
+    patient = HedgePolicy(after=1.0, percentile=0.95, share=0.5, floor=0.01, initial=0.1)
+    shards = pair_origin(clients, [primary, secondary], timeout=3.0, hedge=patient)
+    fetch = shards.fetch(NAMES[0], "jpg")
+    await pause(0.1)
+    fetch.cancel()
+    with pytest.raises(CancelledError):
+        await fetch
+    await pause(0.2)
+    guard = shards._member(primary.address).guard
+    assert (guard.in_flight, len(primary.factory.protocols), secondary.hits) == (0, 0, 0)
 
 
 @pytest_twisted.ensureDeferred

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -145,7 +145,14 @@ class ShardPairOrigin:
         primary = ensureDeferred(first.guard.call(image_hash, lambda on_headers: request(_both(on_headers, wake)), force))
         primary.addBoth(_passing(wake))
         timer = self._clock.callLater(self._delay(first), wake)
-        await answered
+        try:
+            await answered
+        except CancelledError:
+            # The chain's deadline during the hedge delay: the primary's request and its in-flight slot go too.
+            timer.cancel()
+            primary.cancel()
+            primary.addErrback(lambda failure: failure.trap(CancelledError))
+            raise
         if timer.active():
             timer.cancel()
             racers = [primary]
