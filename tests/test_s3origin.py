@@ -91,6 +91,21 @@ async def test_wrong_credentials_are_a_logged_failure_and_the_next_region_serves
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_bucket_that_does_not_exist_is_a_logged_failure_of_the_region(s3, clients, logged):
+    """
+    A misnamed or deleted bucket answers 404 NoSuchBucket: it was read as "image absent",
+    so the chain answered 404 for an image that may well exist, remembered it for
+    negative_ttl, and logged nothing at all.
+    """
+    s3.server.put(s3.west, KEY, IMAGE)
+    east = region(s3, clients, "east", bucket="images-no-such-bucket")
+    failure = await fetch_failure(east)
+    assert (failure.kind, failure.reason) == (FailureKind.UPSTREAM, "HTTP 404 NoSuchBucket")
+    assert await chain(s3, clients, east).fetch(NAME, "jpg") == IMAGE
+    assert "s3:east has no such bucket or endpoint, check its configuration: HTTP 404 NoSuchBucket" in logged()
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_error_document_is_never_cached(tmp_path, s3):
     """Denied first (403 AccessDenied: 502), allowed then: the next request gets the image."""
     s3.server.put(s3.east, KEY, IMAGE)

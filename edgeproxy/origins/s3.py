@@ -99,12 +99,21 @@ class SigningS3Client:
         raise await self._refusal(response)
 
     async def _refusal(self, response: IResponse) -> OriginFailure:
-        """404 is absent (the chain goes on); anything else is a failure of this region."""
-        code = _ERROR_CODE.search(await _error_document(response))
-        reason = f"HTTP {response.code}" + (f" {code[1].decode()}" if code else "")
+        """
+        A 404 NoSuchKey (or a 404 naming no code) is absent: the chain goes on. Anything
+        else is a failure of this region, a 404 NoSuchBucket too: the bucket is misnamed
+        or gone, which says nothing of the image, and must neither be remembered as a 404
+        for negative_ttl nor go unnoticed.
+        """
+        found = _ERROR_CODE.search(await _error_document(response))
+        code = found[1].decode() if found else None
+        reason = f"HTTP {response.code}" + (f" {code}" if code else "")
         if response.code in (401, 403):
             log.warn("{where} refused our request, check its credentials: {reason}", where=self._where, reason=reason)
-        kind = FailureKind.NOT_FOUND if response.code == 404 else FailureKind.UPSTREAM
+        absent = response.code == 404 and code in (None, "NoSuchKey")
+        if response.code == 404 and not absent:
+            log.warn("{where} has no such bucket or endpoint, check its configuration: {reason}", where=self._where, reason=reason)
+        kind = FailureKind.NOT_FOUND if absent else FailureKind.UPSTREAM
         return OriginFailure(kind, self._where, reason, response.code)
 
 
