@@ -159,6 +159,29 @@ async def test_a_broken_endpoint_fails_and_the_next_region_serves(s3, clients, b
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_error_document_that_stalls_is_cut_off_with_its_connection(s3, clients, backends):
+    """
+    An error answer whose document never ends: the hop timed out, but the read of the
+    document could not be cancelled, so each such request left one more connection to
+    the endpoint open for as long as the endpoint kept it (forever here).
+    """
+    endpoint = backends({})
+
+    def stalled_error(request):
+        request.setResponseCode(503)
+        request.setHeader(b"Content-Length", b"1000")
+        request.write(b"<Error><Code>SlowDown</Code>")
+        return 1  # NOT_DONE_YET
+
+    endpoint.resource._serve = stalled_error
+    east = region(s3, clients, "east", timeout=0.3, endpoint=f"http://{endpoint.address}")
+    for _ in range(3):
+        assert (await fetch_failure(east)).kind is FailureKind.TIMEOUT
+    await deferLater(reactor, 0.2, lambda: None)
+    assert (endpoint.hits, len(endpoint.factory.protocols)) == (3, 0)
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_key_template_is_signed_as_sent(s3, clients):
     key = f"img~v1/{NAME[:2]}/{NAME[:4]}/{NAME}_o.jpg"
     s3.server.put(s3.east, key, IMAGE)

@@ -129,20 +129,13 @@ class HTTPBackend:
         )
         on_headers()
         if response.code == 200:
-            return await self._read(response, self._max_body)
+            return await read_body(response, self.address, self._max_body)
         kind = FailureKind.NOT_FOUND if response.code in (404, 410) else FailureKind.UPSTREAM
         try:
-            await self._read(response, _ERROR_BODY_LIMIT)
+            await read_body(response, self.address, _ERROR_BODY_LIMIT)
         except OriginFailure:
             pass  # the status decides; a long or cut error page only costs the connection
         raise OriginFailure(kind, self.address, f"HTTP {response.code}", response.code)
-
-    def _read(self, response: IResponse, limit: int) -> "Deferred[bytes]":
-        body = _CappedBody(self.address, limit)
-        response.deliverBody(body)
-        if response.length is not UNKNOWN_LENGTH and response.length > limit:
-            body.fail(f"body of {response.length} bytes is over {limit}")
-        return body.done
 
     def _as_origin_failure(self, failure: Failure) -> Failure:
         if failure.check(OriginFailure, CancelledError):
@@ -152,6 +145,18 @@ class HTTPBackend:
         if not failure.check(ConnectError, DNSLookupError, ResponseFailed):
             log.failure("unexpected failure from {address}", failure, address=self.address)
         return Failure(OriginFailure(FailureKind.UPSTREAM, self.address, _describe(failure)))
+
+
+def read_body(response: IResponse, where: str, limit: int) -> "Deferred[bytes]":
+    """
+    The whole body, or an OriginFailure naming `where` if it is over `limit` bytes or cut
+    short. Cancelling aborts the connection, so a body that stalls cannot hold it.
+    """
+    body = _CappedBody(where, limit)
+    response.deliverBody(body)
+    if response.length is not UNKNOWN_LENGTH and response.length > limit:
+        body.fail(f"body of {response.length} bytes is over {limit}")
+    return body.done
 
 
 def _describe(failure: Failure) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-import treq
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
@@ -19,14 +18,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from edgeproxy.errors import FailureKind, OriginFailure
 from edgeproxy.origins import IOrigin, check_content, render_template
 from edgeproxy.origins.awscredentials import ICredentialSource
-from edgeproxy.origins.http import HTTPBackend
+from edgeproxy.origins.http import HTTPBackend, read_body
 
 if TYPE_CHECKING:
     from edgeproxy.config import S3RegionConfig
@@ -105,7 +103,7 @@ class SigningS3Client:
         or gone, which says nothing of the image, and must neither be remembered as a 404
         for negative_ttl nor go unnoticed.
         """
-        found = _ERROR_CODE.search(await _error_document(response))
+        found = _ERROR_CODE.search(await _error_document(response, self._where))
         code = found[1].decode() if found else None
         reason = f"HTTP {response.code}" + (f" {code}" if code else "")
         if response.code in (401, 403):
@@ -124,21 +122,12 @@ def sign(url: str, credentials: ReadOnlyCredentials, region: str) -> dict[bytes,
     return {name.encode(): value.encode() for name, value in request.headers.items()}
 
 
-class _TooLong(Exception):
-    pass
-
-
-async def _error_document(response: IResponse) -> bytes:
-    """The start of an error answer; one too long or cut short only loses its Code."""
-    chunks: list[bytes] = []
-
-    def keep(data: bytes) -> None:
-        chunks.append(data)
-        if sum(map(len, chunks)) > _ERROR_DOCUMENT_LIMIT:
-            raise _TooLong()
-
+async def _error_document(response: IResponse, where: str) -> bytes:
+    """
+    An error answer's document; one too long or cut short only loses its Code. Read so
+    that the hop's deadline can cut a document that stalls, and its connection with it.
+    """
     try:
-        await treq.collect(response, keep)
-    except (_TooLong, ResponseFailed):
-        pass  # the status decides; the document only names the reason
-    return b"".join(chunks)
+        return await read_body(response, where, _ERROR_DOCUMENT_LIMIT)
+    except OriginFailure:
+        return b""  # the status decides; the document only names the reason
