@@ -13,7 +13,7 @@ from twisted.python.threadpool import ThreadPool
 
 from edgeproxy.config import Config
 from edgeproxy.origins import IOrigin
-from edgeproxy.origins.guard import GuardedBackend, GuardedOrigin
+from edgeproxy.origins.guard import BackendOrigin, GuardedBackend, GuardedOrigin
 from edgeproxy.origins.hedging import LatencyWindow
 from edgeproxy.origins.http import ClientService, trust_bundle
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
@@ -90,7 +90,7 @@ def client_service(config: Config, reactor: object, top: MultiService) -> Client
     return clients
 
 
-def guarded(origin: IOrigin, config: Config, reactor: object, board: list[GuardedBackend]) -> IOrigin:
+def guarded(origin: BackendOrigin, config: Config, reactor: object, board: list[GuardedBackend]) -> IOrigin:
     """An origin that is one backend (a directory, an S3 region): health, cap and metrics as for a shard server."""
     origins = config.origins
     guard = GuardedBackend(origin.name, reactor, origins.health, origins.max_in_flight, LatencyWindow(0.95, 0.1))

@@ -335,6 +335,23 @@ async def test_a_failed_background_refresh_is_logged_and_the_current_keys_still_
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_status_page_knows_an_s3_regions_time_to_headers(tmp_path, s3):
+    """README: /status shows every backend "with its recent time to headers"; an S3 region's stayed a dash."""
+    images = [photo(16, 16, seed=400 + i) for i in range(20)]  # the samples a LatencyWindow needs
+    for image in images:
+        s3.server.put(s3.east, f"{name_of(image)[:6]}/{name_of(image)}.jpg", image)
+    edge = Edge(tmp_path, {**s3.ini("east"), ("origins", "chain"): "s3"})
+    try:
+        for image in images:
+            response = await edge.get(f"/{name_of(image)}.jpg")
+            assert (response.code, await response.content()) == (200, image)
+        (east,) = [guard for guard in edge.parts.backends if guard.name == "s3:east"]
+        assert east.latency.measured, "20 answers from s3:east, and its time to headers is still unknown"
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_shards_down_then_s3_region_two_serves_and_memory_hits(tmp_path, s3, backends):
     s3.server.put(s3.west, KEY, IMAGE)
     primary, secondary = backends({f"/{NAME}.jpg": IMAGE}), backends({f"/{NAME}.jpg": IMAGE})

@@ -7,6 +7,7 @@ metrics. Every request to a shard member or an S3 region goes through one of the
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -78,14 +79,25 @@ class GuardedBackend:
         self._up.set(1 if self.health.up else 0)
 
 
+class BackendOrigin(Protocol):
+    """
+    An origin that is a single backend (an S3 region, a directory): it tells `on_headers`
+    when its answer begins, so the status page knows its time to headers.
+    """
+
+    name: str
+
+    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = ...) -> "Deferred[bytes]": ...
+
+
 @implementer(IOrigin)
 class GuardedOrigin:
     """An origin that is a single backend, such as an S3 region: judged and counted like a shard server."""
 
-    def __init__(self, origin: IOrigin, guard: GuardedBackend):
+    def __init__(self, origin: BackendOrigin, guard: GuardedBackend):
         self.name = origin.name
         self._origin = origin
         self._guard = guard
 
     def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
-        return ensureDeferred(self._guard.call(image_hash, lambda on_headers: self._origin.fetch(image_hash, ext)))
+        return ensureDeferred(self._guard.call(image_hash, lambda on_headers: self._origin.fetch(image_hash, ext, on_headers)))

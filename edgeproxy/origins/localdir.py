@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from edgeproxy.errors import FailureKind, OriginFailure
 from edgeproxy.origins import IOrigin, check_content, render_template
+from edgeproxy.origins.guard import OnHeaders
 
 
 @implementer(IOrigin)
@@ -34,11 +35,17 @@ class LocalDirectoryOrigin:
         self._reactor = reactor
         self._pool = pool
 
-    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
+    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = lambda: None) -> "Deferred[bytes]":
+        """A file has no headers: `on_headers` is told when its read is over, found or not."""
         relative = render_template(self._template, image_hash, ext).lstrip("/")
         path = os.path.join(self._root, relative)
         d = deferToThreadPool(self._reactor, self._pool, self._read, path, image_hash)
-        return d.addErrback(self._as_origin_failure)
+
+        def read(result: object) -> object:
+            on_headers()
+            return result
+
+        return d.addBoth(read).addErrback(self._as_origin_failure)
 
     def _read(self, path: str, image_hash: str) -> bytes:
         with open(path, "rb") as handle:

@@ -24,6 +24,7 @@ from zope.interface import implementer
 from edgeproxy.errors import FailureKind, OriginFailure
 from edgeproxy.origins import IOrigin, check_content, render_template
 from edgeproxy.origins.awscredentials import ICredentialSource
+from edgeproxy.origins.guard import OnHeaders
 from edgeproxy.origins.http import HTTPBackend, read_body
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ class S3RegionOrigin:
         scheme, _, address = region.endpoint.partition("://")
         self._backend = HTTPBackend(signing, address, clock, timeout, max_body, scheme)  # type: ignore[arg-type]
 
-    def fetch(self, image_hash: str, ext: str) -> Deferred[bytes]:
+    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = lambda: None) -> Deferred[bytes]:
+        """`on_headers` is told when S3's status line arrives (see HTTPBackend.get)."""
         key = render_template(self._key_template, image_hash, ext)
-        d = self._backend.get(self._prefix + key)
+        d = self._backend.get(self._prefix + key, on_headers)
         if self._verify:
             d.addCallback(check_content, image_hash, self.name)
         return d.addErrback(self._name_failure)
