@@ -79,6 +79,7 @@ def _origin(
         shards.path_template,
         origins.hedge,
         origins.verify_hash,
+        panic=origins.chain[-1] == "shards",
     )
 
 

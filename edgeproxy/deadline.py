@@ -31,6 +31,18 @@ def with_deadline(d: Deferred[T], clock: IReactorTime, seconds: float, timed_out
     return d.addBoth(settle)
 
 
+def share(clock: IReactorTime, until: float | None, parts: int) -> float | None:
+    """
+    When the first of `parts` steps still to take must end, each getting an equal share
+    of the time left until `until` (None: no deadline, none for the step either). A
+    step that ends early leaves its time to the next ones.
+    """
+    if until is None:
+        return None
+    now = clock.seconds()
+    return now + (until - now) / parts
+
+
 def cancel_stays_cancel(d: Deferred[T]) -> Deferred[T]:
     """
     Cancelling the returned Deferred cancels `d`, and then fails with CancelledError

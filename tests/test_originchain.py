@@ -33,6 +33,20 @@ async def test_one_deadline_covers_the_whole_chain(tmp_path, backends):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_hung_primary_leaves_its_secondary_a_share_of_the_deadline(tmp_path, backends):
+    """The primary, hung, used the whole deadline under its longer hop timeout: 504, the secondary never asked."""
+    primary, secondary = backends(FILES), backends(FILES)
+    primary.set_mode("hang")
+    changes = {("origins", "timeout"): "5s", ("origins", "deadline"): "600ms", ("origins", "hedge_after"): "off"}
+    edge = Edge(tmp_path, changes, tokenmap=pair_map(primary, secondary))
+    try:
+        assert await status_and_cache(edge, f"/{name_of(IMAGES[0])}.jpg") == (200, "MISS")
+        assert (primary.hits, secondary.hits) == (1, 1)
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_with_every_origin_dead_a_cached_original_still_serves_all_its_variants(tmp_path, backends):
     primary, secondary = backends(FILES), backends(FILES)
     edge = Edge(tmp_path, {("resize", "presets"): "thumb=40x40-cover small=24x0"}, tokenmap=pair_map(primary, secondary))

@@ -352,6 +352,34 @@ async def test_the_status_page_knows_an_s3_regions_time_to_headers(tmp_path, s3)
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_hung_shard_pair_still_leaves_s3_its_share_of_the_deadline(tmp_path, s3, backends):
+    """
+    The default timeout (10 s a hop) and deadline (20 s the chain), scaled by 1/20: a pair
+    whose two members accept and never answer used the whole deadline once the hedge
+    burst was spent, so S3, which holds every image, was never asked (504 x3 after 200 x5);
+    and once both members were down, panic mode kept asking them before S3.
+    """
+    images = [photo(48, 32, seed=300 + i) for i in range(8)]
+    for image in images:
+        s3.server.put(s3.east, f"{name_of(image)[:6]}/{name_of(image)}.jpg", image)
+    primary, secondary = backends({}), backends({})
+    primary.set_mode("hang")
+    secondary.set_mode("hang")
+    changes = {**s3.ini("east"), ("origins", "chain"): "shards s3", ("origins", "timeout"): "500ms", ("origins", "deadline"): "1s"}
+    edge = Edge(tmp_path, changes, tokenmap=pair_map(primary, secondary))
+    try:
+        codes = []
+        for image in images:
+            response = await edge.get(f"/{name_of(image)}.jpg")
+            await response.content()
+            codes.append(response.code)
+        assert codes == [200] * len(images)
+        assert (primary.hits, secondary.hits) == (5, 5), "down_after = 5, then both are skipped for S3"
+    finally:
+        await edge.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_shards_down_then_s3_region_two_serves_and_memory_hits(tmp_path, s3, backends):
     s3.server.put(s3.west, KEY, IMAGE)
     primary, secondary = backends({f"/{NAME}.jpg": IMAGE}), backends({f"/{NAME}.jpg": IMAGE})

@@ -21,10 +21,12 @@ class IOrigin(Interface):
 
     name = Attribute("A short name for logs and metrics (never a URL or a hash).")
 
-    def fetch(image_hash: str, ext: str) -> "Deferred[bytes]":
+    def fetch(image_hash: str, ext: str, until: float | None = None) -> "Deferred[bytes]":
         """
         Fire with the stored bytes, or fail with an OriginFailure whose kind says
         whether the object is absent (go on), or the origin broken or too slow.
+        `until` (reactor time) is when a chain needs the origin to be done, so that
+        the origins after it still get their share of its deadline.
         """
 
 

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from edgeproxy.deadline import with_deadline
+from edgeproxy.deadline import share, with_deadline
 from edgeproxy.errors import FailureKind, OriginFailure, SkippedHop, combine_kinds
 from edgeproxy.origins import IOrigin
 
@@ -51,7 +51,12 @@ def combine_failures(where: str, failures: Sequence[OriginFailure]) -> OriginFai
 
 @implementer(IOrigin)
 class FallbackOrigin:
-    """An ordered chain of origins, e.g. a shard pair, then S3 in two regions, under one deadline."""
+    """
+    An ordered chain of origins, e.g. a shard pair, then S3 in two regions, under one
+    deadline. Each origin gets at most an equal share of the time the deadline has left
+    (a third of it for a pair before two regions): a hung pair would otherwise use it all,
+    and S3, which may well have the image, would never be asked.
+    """
 
     def __init__(self, origins: Sequence[IOrigin], clock: IReactorTime, deadline: float):
         self.origins = tuple(origins)
@@ -59,12 +64,15 @@ class FallbackOrigin:
         self._clock = clock
         self._deadline = deadline
 
-    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
-        attempts = [(o.name, _bind(o, image_hash, ext)) for o in self.origins]
+    def fetch(self, image_hash: str, ext: str, until: float | None = None) -> "Deferred[bytes]":
+        now = self._clock.seconds()
+        end = now + self._deadline if until is None else min(until, now + self._deadline)
+        count = len(self.origins)
+        attempts = [(o.name, self._bind(o, image_hash, ext, end, count - i)) for i, o in enumerate(self.origins)]
         d = ensureDeferred(first_success(self.name, attempts))
-        reason = f"no origin delivered within {self._deadline:g}s"
-        return with_deadline(d, self._clock, self._deadline, partial(OriginFailure, FailureKind.TIMEOUT, self.name, reason))
+        reason = f"no origin delivered within {end - now:g}s"
+        return with_deadline(d, self._clock, end - now, partial(OriginFailure, FailureKind.TIMEOUT, self.name, reason))
 
-
-def _bind(origin: IOrigin, image_hash: str, ext: str) -> Attempt:
-    return lambda: origin.fetch(image_hash, ext)
+    def _bind(self, origin: IOrigin, image_hash: str, ext: str, end: float, left: int) -> Attempt:
+        """`left`: this origin and those after it, which share the time until `end`."""
+        return lambda: origin.fetch(image_hash, ext, share(self._clock, end, left))

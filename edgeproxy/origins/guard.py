@@ -87,7 +87,7 @@ class BackendOrigin(Protocol):
 
     name: str
 
-    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = ...) -> "Deferred[bytes]": ...
+    def fetch(self, image_hash: str, ext: str, until: float | None = None, on_headers: OnHeaders = ...) -> "Deferred[bytes]": ...
 
 
 @implementer(IOrigin)
@@ -99,5 +99,5 @@ class GuardedOrigin:
         self._origin = origin
         self._guard = guard
 
-    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
-        return ensureDeferred(self._guard.call(image_hash, lambda on_headers: self._origin.fetch(image_hash, ext, on_headers)))
+    def fetch(self, image_hash: str, ext: str, until: float | None = None) -> "Deferred[bytes]":
+        return ensureDeferred(self._guard.call(image_hash, lambda on_headers: self._origin.fetch(image_hash, ext, until, on_headers)))

@@ -113,15 +113,18 @@ class HTTPBackend:
         self._timeout = timeout
         self._max_body = max_body
 
-    def get(self, path: str, on_headers: Callable[[], object] = lambda: None) -> "Deferred[bytes]":
+    def get(self, path: str, on_headers: Callable[[], object] = lambda: None, until: float | None = None) -> "Deferred[bytes]":
         """
-        The body of a 200, or an OriginFailure; one deadline covers the whole exchange.
-        `on_headers` is told when the status line arrives (hedging waits for that); a
-        cancel by the caller stays a CancelledError, which is no failure of the backend.
+        The body of a 200, or an OriginFailure; one deadline covers the whole exchange:
+        the timeout, or less if the chain needs the answer `until` (reactor time) to leave
+        time to the origins after this one. `on_headers` is told when the status line
+        arrives (hedging waits for that); a cancel by the caller stays a CancelledError,
+        which is no failure of the backend.
         """
+        timeout = self._timeout if until is None else max(0.0, min(self._timeout, until - self._clock.seconds()))
         d = ensureDeferred(self._get(self._origin + path, on_headers))
-        timed_out = partial(OriginFailure, FailureKind.TIMEOUT, self.address, f"no complete answer in {self._timeout:g}s")
-        return cancel_stays_cancel(with_deadline(d, self._clock, self._timeout, timed_out)).addErrback(self._as_origin_failure)
+        timed_out = partial(OriginFailure, FailureKind.TIMEOUT, self.address, f"no complete answer in {timeout:g}s")
+        return cancel_stays_cancel(with_deadline(d, self._clock, timeout, timed_out)).addErrback(self._as_origin_failure)
 
     async def _get(self, url: str, on_headers: Callable[[], object]) -> bytes:
         response = await self._client.get(

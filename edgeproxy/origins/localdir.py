@@ -35,8 +35,11 @@ class LocalDirectoryOrigin:
         self._reactor = reactor
         self._pool = pool
 
-    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = lambda: None) -> "Deferred[bytes]":
-        """A file has no headers: `on_headers` is told when its read is over, found or not."""
+    def fetch(self, image_hash: str, ext: str, until: float | None = None, on_headers: OnHeaders = lambda: None) -> "Deferred[bytes]":
+        """
+        A file has no headers: `on_headers` is told when its read is over, found or not.
+        A read in the disk pool cannot be cut short, so `until` has nothing to bound.
+        """
         relative = render_template(self._template, image_hash, ext).lstrip("/")
         path = os.path.join(self._root, relative)
         d = deferToThreadPool(self._reactor, self._pool, self._read, path, image_hash)

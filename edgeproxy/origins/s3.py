@@ -57,10 +57,10 @@ class S3RegionOrigin:
         scheme, _, address = region.endpoint.partition("://")
         self._backend = HTTPBackend(signing, address, clock, timeout, max_body, scheme)  # type: ignore[arg-type]
 
-    def fetch(self, image_hash: str, ext: str, on_headers: OnHeaders = lambda: None) -> Deferred[bytes]:
-        """`on_headers` is told when S3's status line arrives (see HTTPBackend.get)."""
+    def fetch(self, image_hash: str, ext: str, until: float | None = None, on_headers: OnHeaders = lambda: None) -> Deferred[bytes]:
+        """`until` and `on_headers` as for HTTPBackend.get."""
         key = render_template(self._key_template, image_hash, ext)
-        d = self._backend.get(self._prefix + key, on_headers)
+        d = self._backend.get(self._prefix + key, on_headers, until)
         if self._verify:
             d.addCallback(check_content, image_hash, self.name)
         return d.addErrback(self._name_failure)

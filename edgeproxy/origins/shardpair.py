@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from edgeproxy import metrics
+from edgeproxy.deadline import share
 from edgeproxy.errors import OriginFailure
 from edgeproxy.origins import IOrigin, check_content, render_template
 from edgeproxy.origins.fallback import combine_failures, first_success, log_hop
@@ -37,10 +38,11 @@ class Member:
     http: HTTPBackend
     guard: GuardedBackend
 
-    def request(self, path: str, image_hash: str, verify: bool) -> Callable[[OnHeaders], "Deferred[bytes]"]:
+    def request(self, path: str, image_hash: str, verify: bool, until: float | None) -> Callable[[OnHeaders], "Deferred[bytes]"]:
+        """`until`: when the answer must be complete, if before the member's own timeout."""
         if not verify:
-            return lambda on_headers: self.http.get(path, on_headers)
-        return lambda on_headers: self.http.get(path, on_headers).addCallback(check_content, image_hash, self.http.address)
+            return lambda on_headers: self.http.get(path, on_headers, until)
+        return lambda on_headers: self.http.get(path, on_headers, until).addCallback(check_content, image_hash, self.http.address)
 
 
 class Members:
@@ -75,7 +77,11 @@ class Members:
 
 @implementer(IOrigin)
 class ShardPairOrigin:
-    """Reads the maps through `maps()` on every fetch, so a reload takes effect at once."""
+    """
+    Reads the maps through `maps()` on every fetch, so a reload takes effect at once.
+    Within the chain's share, each pair asked and each member of it gets an equal share
+    of the time left, so a hung primary leaves time to its secondary.
+    """
 
     name = "shards"
 
@@ -87,7 +93,13 @@ class ShardPairOrigin:
         path_template: str,
         hedge: HedgePolicy | None,
         verify: bool = True,
+        panic: bool = True,
     ):
+        """
+        `panic`: a pair whose members are all down is tried anyway. Only for a pair that
+        no origin follows: with S3 after it, skipping the pair asks S3 at once, where
+        trying it would spend S3's time on members known to fail.
+        """
         self._maps = maps
         self._member = members
         self._clock = clock
@@ -95,41 +107,61 @@ class ShardPairOrigin:
         self._hedge = hedge
         self.budget = HedgeBudget(hedge.share if hedge else 0.0)
         self._verify = verify
+        self._panic = panic
 
-    def fetch(self, image_hash: str, ext: str) -> "Deferred[bytes]":
-        return ensureDeferred(self._fetch(image_hash, render_template(self._path_template, image_hash, ext)))
+    def fetch(self, image_hash: str, ext: str, until: float | None = None) -> "Deferred[bytes]":
+        return ensureDeferred(self._fetch(image_hash, render_template(self._path_template, image_hash, ext), until))
 
-    async def _fetch(self, image_hash: str, path: str) -> bytes:
+    async def _fetch(self, image_hash: str, path: str, until: float | None) -> bytes:
         maps = self._maps()
+        previous = maps.previous_owner(image_hash)
         try:
-            return await self._from_pair(maps.current.owner_of_hash(image_hash), image_hash, path)
+            owner = maps.current.owner_of_hash(image_hash)
+            return await self._from_pair(owner, image_hash, path, share(self._clock, until, 1 if previous is None else 2))
         except OriginFailure as failure:
-            previous = maps.previous_owner(image_hash)
             if previous is None:
                 raise
             log.info("asking the previous owner {pair} of {hash}", pair=" ".join(previous), hash=image_hash)
             try:
-                return await self._from_pair(previous, image_hash, path)
+                return await self._from_pair(previous, image_hash, path, until)
             except OriginFailure as second:
                 raise combine_failures("pairs", [failure, second]) from None
 
-    async def _from_pair(self, pair: Sequence[str], image_hash: str, path: str) -> bytes:
+    async def _from_pair(self, pair: Sequence[str], image_hash: str, path: str, until: float | None) -> bytes:
         members = [self._member(address) for address in pair]
-        panic = all(m.guard.health.resting() for m in members)
+        panic = self._panic and all(m.guard.health.resting() for m in members)
         if panic:
             log.warn("every member of pair {pair} is down: trying them anyway", pair=" ".join(pair))
         where = f"pair {' '.join(pair)}"
         if self._hedge is not None and len(members) > 1:
             self.budget.earn()
-            return await self._hedged(where, members, image_hash, path, panic)
-        attempts = [(m.guard.name, self._attempt(m, image_hash, path, panic)) for m in members]
-        return await first_success(where, attempts)
+            return await self._hedged(where, members, image_hash, path, panic, until)
+        return await first_success(where, self._in_turn(members, 0, image_hash, path, panic, until))
 
-    def _attempt(self, member: Member, image_hash: str, path: str, force: bool) -> Callable[[], "Deferred[bytes]"]:
-        request = member.request(path, image_hash, self._verify)
-        return lambda: ensureDeferred(member.guard.call(image_hash, request, force))
+    def _in_turn(
+        self, members: list[Member], start: int, image_hash: str, path: str, force: bool, until: float | None
+    ) -> list[tuple[str, Callable[[], "Deferred[bytes]"]]]:
+        """The members from `start` on, one after the other, each with its share of the time until `until`."""
+        return [
+            (m.guard.name, self._attempt(m, image_hash, path, force, until, len(members) - i))
+            for i, m in enumerate(members)
+            if i >= start
+        ]
 
-    async def _hedged(self, where: str, members: list[Member], image_hash: str, path: str, force: bool) -> bytes:
+    def _attempt(
+        self, member: Member, image_hash: str, path: str, force: bool, until: float | None, left: int
+    ) -> Callable[[], "Deferred[bytes]"]:
+        """`left`: this member and those after it, which share the time until `until`."""
+
+        def attempt() -> "Deferred[bytes]":
+            request = member.request(path, image_hash, self._verify, share(self._clock, until, left))
+            return ensureDeferred(member.guard.call(image_hash, request, force))
+
+        return attempt
+
+    async def _hedged(
+        self, where: str, members: list[Member], image_hash: str, path: str, force: bool, until: float | None
+    ) -> bytes:
         """
         The primary alone, unless it has sent no headers by the hedge delay: then the
         secondary too, and the first body wins. Members after the second are asked in turn.
@@ -141,7 +173,7 @@ class ShardPairOrigin:
             if not answered.called:
                 answered.callback(None)
 
-        request = first.request(path, image_hash, self._verify)
+        request = first.request(path, image_hash, self._verify, share(self._clock, until, len(members)))
         primary = ensureDeferred(first.guard.call(image_hash, lambda on_headers: request(_both(on_headers, wake)), force))
         primary.addBoth(_passing(wake))
         timer = self._clock.callLater(self._delay(first), wake)
@@ -159,14 +191,13 @@ class ShardPairOrigin:
         elif self.budget.spend():
             metrics.ORIGIN_HEDGES.labels(second.guard.name).inc()
             log.info("hedging {hash} on {secondary}", hash=image_hash, secondary=second.guard.name)
-            racers = [primary, self._attempt(second, image_hash, path, force)()]
+            racers = [primary, self._attempt(second, image_hash, path, force, until, len(members) - 1)()]
         else:
             racers = [primary]
-        later = members[len(racers):]
         try:
             return await _first_body(where, racers, [first, second][: len(racers)])
         except OriginFailure as failure:
-            attempts = [(m.guard.name, self._attempt(m, image_hash, path, force)) for m in later]
+            attempts = self._in_turn(members, len(racers), image_hash, path, force, until)
             if not attempts:
                 raise
             try:
