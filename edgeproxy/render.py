@@ -8,7 +8,6 @@ checked from the header before any pixel is decoded.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import multiprocessing
 import os
@@ -25,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from edgeproxy.arenas import limit_malloc_arenas
 from edgeproxy.colour import needs_srgb_conversion
 from edgeproxy.errors import EdgeError
 from edgeproxy.mediatype import sniff_media_type
@@ -95,29 +95,7 @@ def _configure_render_process(priority: str) -> None:
     """A render process: every thread of it at render priority, libvips as in the proxy."""
     lower_priority(priority, every_thread=True)
     configure_libvips()
-    _one_malloc_arena()
-
-
-_M_ARENA_MAX = -8  # glibc's mallopt() parameter
-
-
-def _one_malloc_arena() -> None:
-    """
-    glibc's malloc gives each thread that allocates an arena of its own (a render process
-    had 5) and keeps in each what the renders free: after nine renders of 2000x1500
-    photos it held 26-39 MB of freed memory, 7-19 MB with one arena. The bundled config
-    with two workers, after a burst of renders: 257-258 MB of PSS against 267-277 MB,
-    renders as fast (within the +-5 % noise). Fixing the mmap threshold at 128 KiB as well
-    gave back 6-10 MB more per render process but cost 8-12 % of the renders per second
-    (a page fault for every page of every fresh buffer). Render processes only: the
-    reactor's process (and its render threads in render_mode = threads) keeps its
-    arenas. Where malloc is not glibc's there is nothing to set.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, 1)
+    limit_malloc_arenas(1)
 
 
 def _render_in_pool(source: bytes, geometry: Geometry, fmt: str, settings: RenderSettings) -> bytes:

@@ -26,6 +26,7 @@ from edgeproxy.chain import build_chain
 from edgeproxy.config import Config, ConfigError, load_config
 from edgeproxy.disktier import DiskTier
 from edgeproxy.drain import DrainService
+from edgeproxy.arenas import limit_malloc_arenas
 from edgeproxy.heap import freeze_startup_heap
 from edgeproxy.accesslog import AccessLog, Sampler, open_access_log
 from edgeproxy.http1 import EdgeSite
@@ -68,6 +69,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    limit_malloc_arenas(1)  # before any thread pool starts
     service = _build_service(options)
     reactor.callWhenRunning(freeze_startup_heap)
     return service
