@@ -56,7 +56,9 @@ SYSTEMS = ("edgeproxy", "varnish", "nginx")
 PARTS = ("hits", "coldmiss", "memory", "soak")
 PACKAGES = {"varnish": ("varnishd", "varnish"), "nginx": ("nginx", "nginx")}  # system: (executable, Debian package)
 MIN_BYTES, MAX_BYTES = 10_000, 90_000
-HOT_SHARE, VARIANT_SHARE = 0.85, 0.10  # soak mix; the rest are never-seen names (404 at the origin)
+# soak mix: a hot set, thumbnails of the cached set, a tail of images twice the budget
+# (so that every cache fills and evicts), and never-seen names (404 at the origin)
+HOT_SHARE, VARIANT_SHARE, TAIL_SHARE = 0.85, 0.10, 0.04
 MB = 1024 * 1024
 
 
@@ -96,12 +98,12 @@ def photo(seed: int) -> bytes:
     return data
 
 
-def generate(folder: Path, count: int) -> list[tuple[str, int]]:
-    """`count` JPEGs written as {sha1}.jpg; (name, size) in seed order."""
-    folder.mkdir()
+def generate(folder: Path, count: int, first: int = 0) -> list[tuple[str, int]]:
+    """`count` JPEGs (seeds from `first`) written as {sha1}.jpg; (name, size) in seed order."""
+    folder.mkdir(exist_ok=True)
     _render(0, 16, 16, 80, 1.0)  # the noise field, made once before the threads share it
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        bodies = list(pool.map(photo, range(count)))
+        bodies = list(pool.map(photo, range(first, first + count)))
     images = []
     for data in bodies:
         name = hashlib.sha1(data).hexdigest()
@@ -152,6 +154,7 @@ function request() i = i % #requests + 1; return requests[i] end
 
 SOAK_LUA = """local hot = {hot}
 local variants = {variants}
+local tail = {tail}
 local counter = 0
 function setup(thread) counter = counter + 1; thread:set("id", counter) end
 function init(args) math.randomseed((id or 0) * 7919 + os.time()) end
@@ -160,6 +163,7 @@ function request()
     local draw, path = math.random(), nil
     if draw < {hot_share} then path = hot[math.random(#hot)]
     elseif draw < {hot_share} + {variant_share} then path = variants[math.random(#variants)]
+    elseif draw < {hot_share} + {variant_share} + {tail_share} then path = tail[math.random(#tail)]
     else path = string.format("/%04x%04x%04x%04x%04x%04x%04x%04x%04x%04x.jpg",
         r16(), r16(), r16(), r16(), r16(), r16(), r16(), r16(), r16(), r16()) end
     return wrk.format(nil, path)
@@ -332,7 +336,9 @@ def print_soak(systems: list[System], args: argparse.Namespace, ctx: dict) -> No
     limit = 1.2 * args.budget_mb + 60
     print(f"\n## soak: wrk -t2 -c{args.connections} -d{args.soak_seconds:g}s per system, mix {HOT_SHARE:.0%} a hot set of "
           f"{len(ctx['hot_paths'])} images, {VARIANT_SHARE:.0%} /{{hash}}/thumb.jpg of all {len(ctx['warm_paths'])} "
-          f"(peers: the same originals), {1 - HOT_SHARE - VARIANT_SHARE:.0%} never-seen names (404 at the origin); "
+          f"(peers: the same originals), {TAIL_SHARE:.0%} a tail of {len(ctx['tail'])} other images "
+          f"({sum(size for _, size in ctx['tail']) / MB:.0f} MiB), {1 - HOT_SHARE - VARIANT_SHARE - TAIL_SHARE:.0%} "
+          "never-seen names (404 at the origin); "
           f"RSS sampled every {args.sample_seconds:g} s")
     print(f"{'system':<11}{'budget':>8}{'RSS start':>10}{'RSS max':>9}{'RSS end':>9}{'goal':>9}{'met (end/max)':>15}"
           f"{'PSS end':>9}{'procs':>6}{'req/s':>9}{'p99 ms':>8}{'non-2xx':>9}{'sock err':>9}")
@@ -366,6 +372,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak-seconds", type=float, default=600, help="length of the mixed run, per system")
     parser.add_argument("--sample-seconds", type=float, default=3, help="RSS sampling period in the soak")
     parser.add_argument("--hot", type=int, default=30, help="images in the soak's hot set")
+    parser.add_argument("--soak-tail", type=int, default=0, help="images in the soak's tail (default: twice the budget)")
     parser.add_argument("--workers", type=int, default=0, help="edgeproxy's --workers (default: the CPU count)")
     parser.add_argument("--render-mode", choices=("threads", "processes"), default="", help="edgeproxy's [resize] render_mode")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {','.join(PARTS)}")
@@ -403,12 +410,18 @@ def prepare(tmp: Path, args: argparse.Namespace) -> dict:
     }
     ctx["rotate_lua"] = tmp / "rotate.lua"
     ctx["rotate_lua"].write_text(ROTATE_LUA.format(paths=lua_list(ctx["warm_paths"])))
-    ctx["soak_lua"] = {}
+    ctx["soak_lua"], ctx["tail"] = {}, []
+    if "soak" in args.only:
+        median = sorted(size for _, size in cached)[len(cached) // 2]
+        count = args.soak_tail or 2 * args.budget_mb * MB // median
+        progress(f"generating the soak's tail of {count} images")
+        ctx["tail"] = generate(tmp / "images", count, first=len(images))
+    tail = lua_list([f"/{name}.jpg" for name, _ in ctx["tail"]])
     for name in SYSTEMS:
         variants = [f"/{n}/thumb.jpg" if name == "edgeproxy" else f"/{n}.jpg" for n, _ in cached]
         path = tmp / f"soak-{name}.lua"
-        path.write_text(SOAK_LUA.format(hot=lua_list(ctx["hot_paths"]), variants=lua_list(variants),
-                                        hot_share=HOT_SHARE, variant_share=VARIANT_SHARE))
+        path.write_text(SOAK_LUA.format(hot=lua_list(ctx["hot_paths"]), variants=lua_list(variants), tail=tail,
+                                        hot_share=HOT_SHARE, variant_share=VARIANT_SHARE, tail_share=TAIL_SHARE))
         ctx["soak_lua"][name] = path
     return ctx
 
