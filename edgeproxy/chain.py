@@ -40,30 +40,26 @@ def build_chain(
             from edgeproxy.s3chain import s3_origins  # botocore costs each process ~25 MB: only with S3
 
             chain.extend(s3_origins(config, reactor, top, board))
+        elif kind == "local":
+            chain.append(_local_origin(config, reactor, disk_pool, board))
         else:
-            chain.append(_origin(kind, config, reactor, disk_pool, top, board, maps_swapped))
+            chain.append(_shard_origin(config, reactor, disk_pool, top, board, maps_swapped))
     return chain
 
 
-def _origin(
-    kind: str,
-    config: Config,
-    reactor: object,
-    disk_pool: ThreadPool,
-    top: MultiService,
-    board: list[GuardedBackend],
+def _local_origin(config: Config, reactor: object, disk_pool: ThreadPool, board: list[GuardedBackend]) -> IOrigin:
+    assert config.local is not None
+    local, origins = config.local, config.origins
+    directory = LocalDirectoryOrigin(local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash)
+    return guarded(directory, config, reactor, board)
+
+
+def _shard_origin(
+    config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService, board: list[GuardedBackend],
     maps_swapped: Callable[[], object],
 ) -> IOrigin:
-    origins = config.origins
-    if kind == "local":
-        assert config.local is not None
-        local = config.local
-        directory = LocalDirectoryOrigin(
-            local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash
-        )
-        return guarded(directory, config, reactor, board)
     assert config.shards is not None
-    shards = config.shards
+    shards, origins = config.shards, config.origins
     clients = client_service(config, reactor, top)
     # absolute: the maps' paths are relative to the config file, and twistd --rundir changes directory after start-up
     maps = ShardMaps(shards.tokenmap, shards.previous)
