@@ -110,7 +110,13 @@ class Http1Connection(Protocol):
         self._timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
 
+    @property
+    def sending(self) -> bool:
+        """A response is still on its way out of the process (what a drain waits for)."""
+        return self._body is not None or (self._flow is not None and self._flow.paused)
+
     def connectionMade(self) -> None:
+        self._site.open.add(self)
         # A response on a plain socket goes out in one sendmsg(): through the transport
         # it would cost two epoll registrations.
         self._writer = PromptWriter(self.transport)
@@ -275,6 +281,7 @@ class Http1Connection(Protocol):
         self._expect(self._limits.send_timeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._site.open.discard(self)
         self._closing = True
         if self._current is not None:
             self._current.gone = True
@@ -344,6 +351,11 @@ class EdgeSite(Factory):
         self.streams = StreamSite(handler, self.date, limits.idle_timeout)
         self.connections = 0
         self.refused = 0
+        self.open: set[Http1Connection] = set()
+
+    def sending(self) -> int:
+        """HTTP/1.1 connections whose response is still on its way: a drain lets them finish."""
+        return sum(1 for connection in self.open if connection.sending)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         if self.connections >= self.limits.max_connections:

@@ -128,7 +128,7 @@ def build_service(config: Config) -> MultiService:
     health = HealthResource()
     status = StatusResource(edge.images, edge.history, lambda: edge.backends)
     _listen(reactor, config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
-    drain = DrainService(health, lambda: len(edge.images.flights), reactor, config.edge.drain_timeout)
+    drain = DrainService(health, lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
     _listen(reactor, config.edge.listen, edge.site, drain)
     if config.tls is not None:
