@@ -171,18 +171,23 @@ def read_then_ask_again(conn: socket.socket) -> list[int]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_once_a_slow_reader_has_caught_up_responses_go_straight_to_its_socket_again(edge, origin):
-    for name in (f"{MID_NAME}.png", f"{H}.jpg"):
-        assert (await edge.get(f"/{name}")).code == 200  # both cached: the answers below are hits
-    conn = await threads.deferToThread(open_without_reading, edge.port.getHost().port, MID_NAME)
+async def test_once_a_slow_reader_has_caught_up_responses_go_straight_to_its_socket_again(tmp_path, origin):
+    # a send_timeout the reading thread cannot miss on a loaded machine (at 1 s it was cut off under a load of 10)
+    edge = Edge(tmp_path, {**LIMITS, ("edge", "send_timeout"): "30s"}, tokenmap=pair_map(origin))
     try:
-        await deferLater(reactor, 0.3, lambda: None)
-        writer = writer_of(edge, conn)
-        assert not writer.direct  # the socket took what it could; the transport has the rest
-        assert await threads.deferToThread(read_then_ask_again, conn) == [200, 200]
-        assert writer.direct
+        for name in (f"{MID_NAME}.png", f"{H}.jpg"):
+            assert (await edge.get(f"/{name}")).code == 200  # both cached: the answers below are hits
+        conn = await threads.deferToThread(open_without_reading, edge.port.getHost().port, MID_NAME)
+        try:
+            await deferLater(reactor, 0.3, lambda: None)
+            writer = writer_of(edge, conn)
+            assert not writer.direct  # the socket took what it could; the transport has the rest
+            assert await threads.deferToThread(read_then_ask_again, conn) == [200, 200]
+            assert writer.direct
+        finally:
+            conn.close()
     finally:
-        conn.close()
+        await edge.stop()
 
 
 @pytest_twisted.ensureDeferred
