@@ -18,7 +18,7 @@ from edgeproxy.origins.hedging import LatencyWindow
 from edgeproxy.origins.http import ClientService, trust_bundle
 from edgeproxy.origins.localdir import LocalDirectoryOrigin
 from edgeproxy.origins.shardpair import Members, ShardPairOrigin
-from edgeproxy.reload import SighupService
+from edgeproxy.reload import nothing_to_reload
 from edgeproxy.shardmaps import ShardMapFiles, ShardMaps
 
 
@@ -29,42 +29,48 @@ def build_chain(
     top: MultiService,
     board: list[GuardedBackend],
     maps_swapped: Callable[[], object],
-) -> list[IOrigin]:
+) -> tuple[list[IOrigin], Callable[[], object]]:
     """
-    The origins in the order they are tried; `s3` stands for every region, in order.
-    `maps_swapped` is called when a reload puts new token maps in force.
+    The origins in the order they are tried; `s3` stands for every region, in order. And
+    what SIGHUP does: the shards' token maps are all that can change live, so a chain
+    without shards has nothing to reload (and says so). `maps_swapped` is called when a
+    reload puts new token maps in force.
     """
     chain: list[IOrigin] = []
+    reload: Callable[[], object] = nothing_to_reload
     for kind in config.origins.chain:
         if kind == "s3":
             from edgeproxy.s3chain import s3_origins  # botocore costs each process ~25 MB: only with S3
 
             chain.extend(s3_origins(config, reactor, top, board))
         elif kind == "local":
-            chain.append(_local_origin(config, reactor, disk_pool, board))
+            chain.append(_local(config, reactor, disk_pool, board))
         else:
-            chain.append(_shard_origin(config, reactor, disk_pool, top, board, maps_swapped))
-    return chain
+            files = _shard_map_files(config, reactor, disk_pool, maps_swapped)
+            chain.append(_shards(config, reactor, top, board, files))
+            reload = files.reload
+    return chain, reload
 
 
-def _local_origin(config: Config, reactor: object, disk_pool: ThreadPool, board: list[GuardedBackend]) -> IOrigin:
+def _local(config: Config, reactor: object, disk_pool: ThreadPool, board: list[GuardedBackend]) -> IOrigin:
     assert config.local is not None
     local, origins = config.local, config.origins
     directory = LocalDirectoryOrigin(local.root, local.path_template, origins.max_body_bytes, reactor, disk_pool, origins.verify_hash)
     return guarded(directory, config, reactor, board)
 
 
-def _shard_origin(
-    config: Config, reactor: object, disk_pool: ThreadPool, top: MultiService, board: list[GuardedBackend],
-    maps_swapped: Callable[[], object],
-) -> IOrigin:
+def _shard_map_files(config: Config, reactor: object, disk_pool: ThreadPool, maps_swapped: Callable[[], object]) -> ShardMapFiles:
     assert config.shards is not None
-    shards, origins = config.shards, config.origins
-    clients = client_service(config, reactor, top)
     # absolute: the maps' paths are relative to the config file, and twistd --rundir changes directory after start-up
-    maps = ShardMaps(shards.tokenmap, shards.previous)
-    files = ShardMapFiles(os.path.abspath(config.path), maps, reactor, disk_pool, maps_swapped)
-    SighupService(reactor, files.reload).setServiceParent(top)
+    maps = ShardMaps(config.shards.tokenmap, config.shards.previous)
+    return ShardMapFiles(os.path.abspath(config.path), maps, reactor, disk_pool, maps_swapped)
+
+
+def _shards(config: Config, reactor: object, top: MultiService, board: list[GuardedBackend], files: ShardMapFiles) -> IOrigin:
+    assert config.shards is not None
+    origins = config.origins
+    shards = config.shards
+    clients = client_service(config, reactor, top)
     return ShardPairOrigin(
         lambda: files.maps,
         Members(

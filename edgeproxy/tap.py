@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeproxy.reactor import install_unless_chosen
@@ -36,6 +37,7 @@ from edgeproxy.memorytier import MemoryTier
 from edgeproxy.metrics import TrafficHistory
 from edgeproxy.origins.fallback import FallbackOrigin
 from edgeproxy.origins.guard import GuardedBackend
+from edgeproxy.reload import SighupService
 from edgeproxy.render import (
     IRenderer,
     ProcessRenderer,
@@ -125,6 +127,7 @@ def build_service(config: Config) -> MultiService:
     parts = MultiService()
     parts.setServiceParent(top)
     edge = build_edge(config, reactor, parts)
+    SighupService(reactor, edge.reload).setServiceParent(parts)
     health = HealthResource()
     status = StatusResource(edge.images, edge.history, lambda: edge.backends)
     _listen(reactor, config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
@@ -143,12 +146,13 @@ def _listen(reactor: object, descriptions: tuple[str, ...], factory: Factory, pa
 
 @dataclass(frozen=True)
 class Edge:
-    """The public HTTP factory, and what the admin port shows of it."""
+    """The public HTTP factory, what the admin port shows of it, and what SIGHUP does to it."""
 
     site: EdgeSite
     images: ImageService
     history: TrafficHistory
     backends: list[GuardedBackend]
+    reload: Callable[[], object]
     remote_renderer: SupervisorRenderer | None = None  # a worker's, given the channel once it is up
 
 
@@ -161,7 +165,7 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     backends: list[GuardedBackend] = []
     cache = config.cache
     absent = AbsentImages(cache.negative_ttl, reactor)
-    chain = build_chain(config, reactor, disk_pool, top, backends, absent.forget_all)
+    chain, reload = build_chain(config, reactor, disk_pool, top, backends, absent.forget_all)
     origin = FallbackOrigin(chain, reactor, config.origins.deadline)
     disk: DiskTier | SharedDisk
     if workers == 1:
@@ -181,7 +185,7 @@ def build_edge(config: Config, reactor: object, top: MultiService, workers: int 
     handler = EdgeHandler(config.url_grammar(), config.edge.hostnames, images, signatures, _access_log(config, reactor, top), reactor)
     site = EdgeSite(handler, reactor, config.edge.limits)
     metrics.track(images, history, site)
-    return Edge(site, images, history, backends, remote)
+    return Edge(site, images, history, backends, reload, remote)
 
 
 def _access_log(config: Config, reactor: object, top: MultiService) -> AccessLog | None:

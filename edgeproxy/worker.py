@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
 from edgeproxy.drain import DrainService
+from edgeproxy.reload import SighupService
 from edgeproxy.services import SequentialService
 from edgeproxy.tap import Edge, build_edge
 from edgeproxy.tls import SNIServerContexts, tls_factory
@@ -47,6 +48,7 @@ def build_worker(config: Config, index: int, count: int) -> MultiService:
     parts = MultiService()
     parts.setServiceParent(top)
     edge = build_edge(config, reactor, parts, workers=count)
+    SighupService(reactor, edge.reload).setServiceParent(parts)
     ChannelService(reactor, edge).setServiceParent(top)
     drain = DrainService(HealthResource(), lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)

@@ -9,6 +9,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
+from edgeproxy.reload import SighupService
 from tests.configs import write_config
 from tests.images import name_of, photo
 from tests.twistd import Twistd
@@ -16,6 +17,7 @@ from tests.twistd import Twistd
 IMAGES = [photo(64, 48, seed=70 + i) for i in range(3)]
 FILES = {f"/{name_of(i)}.jpg": i for i in IMAGES}
 RESHARDED = [photo(64, 48, seed=80 + i) for i in range(4)]
+SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"  # in samples/, the local origin of the base config
 
 
 def wait_for_log(twistd: Twistd, text: str, count: int = 1, seconds: float = 10.0) -> None:
@@ -154,3 +156,33 @@ async def test_a_404_of_the_old_map_is_not_remembered_once_the_new_map_is_in_for
     finally:
         connection.close()
         assert twistd.stop() == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_without_shards_in_the_chain_does_not_stop_the_proxy(tmp_path, workers):
+    """
+    `systemctl reload` on the bundled config (`chain = local`) killed a single-process
+    proxy: only a chain with shards handled SIGHUP. Now every chain does, and one without
+    shards logs that it has nothing to reload.
+    """
+    twistd = Twistd(write_config(tmp_path, {("origins", "chain"): "local"}), tmp_path, workers)
+    try:
+        os.kill(twistd.process.pid, signal.SIGHUP)
+        twistd.wait_for_log("SIGHUP: nothing to reload", workers)  # from every worker; at once an error if twistd exited
+        assert twistd.get(f"/{SAMPLE}.jpg")[0] == 200
+    finally:
+        assert twistd.stop() == -signal.SIGTERM
+
+
+def test_a_sighup_once_the_process_is_stopping_is_ignored():
+    """Past its stop, the reload handler leaves SIGHUP ignored, not at its default, which would kill a process still draining."""
+    from twisted.internet import reactor
+
+    before = signal.getsignal(signal.SIGHUP)
+    service = SighupService(reactor, lambda: None)
+    try:
+        service.startService()
+        service.stopService()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
