@@ -3,8 +3,8 @@
 endpoints, adopts) the public listening sockets, never accepts on them, and passes
 them to N worker processes (`edgeproxy.worker`), which all accept on the same sockets.
 It owns the disk tier's index and budget (workers ask it before they write), serves
-the admin port for all workers together, forwards SIGHUP, drains every worker on
-SIGTERM, and replaces a worker that dies.
+the admin port for all workers together, passes SIGHUP on to every worker (as a
+`Reload` over its channel), drains every worker on SIGTERM, and replaces a worker that dies.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from edgeproxy.remoterender import render_for_worker
 from edgeproxy.render import IRenderer
 from edgeproxy.tap import available_cpus, render_processes
 from edgeproxy.workerproto import (
-    CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Render, Reserve, Touch, Wanted, Written,
+    CHANNEL_FD, FIRST_LISTENER_FD, Claim, Forget, PromptAMP, Release, Reload, Render, Reserve, Touch, Wanted, Written,
 )
 
 log = Logger()
@@ -201,10 +201,15 @@ class WorkerPool(Service):
         return self._delays[process.index]
 
     def reload(self) -> None:
-        """SIGHUP: every worker re-reads its token maps."""
+        """
+        SIGHUP: every worker re-reads its token maps. Over the channel, not by signal: a
+        worker still importing has no handler yet and SIGHUP would kill it, while the
+        channel keeps the message until the worker is up.
+        """
         log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
         for process in list(self.workers.values()):
-            process.signal("HUP")
+            if process.channel is not None:
+                process.channel.reload()
 
     def channels(self) -> list[tuple[int, amp.AMP]]:
         return [(i, p.channel) for i, p in sorted(self.workers.items()) if p.channel is not None]
@@ -317,6 +322,11 @@ class OwnerProtocol(PromptAMP):
         """Another worker waits on this worker's claim of `key`."""
         if self.transport is not None:  # a worker that is gone has had its claims abandoned
             self.callRemote(Wanted, key=key)
+
+    def reload(self) -> None:
+        """The supervisor got SIGHUP; a worker that is gone is replaced, and the replacement reads the config anew."""
+        if self.transport is not None:
+            self.callRemote(Reload)
 
     @Render.responder
     def render(self, source: bytes, width: int, height: int, fit: str, fmt: str) -> Deferred[dict]:

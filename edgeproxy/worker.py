@@ -28,11 +28,10 @@ from twisted.python.failure import Failure
 from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
 from edgeproxy.drain import DrainService
-from edgeproxy.reload import SighupService
 from edgeproxy.services import SequentialService
 from edgeproxy.tap import Edge, build_edge
 from edgeproxy.tls import SNIServerContexts, tls_factory
-from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, PromptAMP, Purge, Snapshot, Wanted
+from edgeproxy.workerproto import CHANNEL_FD, FIRST_LISTENER_FD, PromptAMP, Purge, Reload, Snapshot, Wanted
 
 log = Logger()
 _PR_SET_PDEATHSIG = 1
@@ -43,12 +42,11 @@ def build_worker(config: Config, index: int, count: int) -> MultiService:
     from twisted.internet import reactor
 
     _exit_with_parent()
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor forwards reloads; never die of one
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come over the channel (Reload); never die of a stray SIGHUP
     top = SequentialService()
     parts = MultiService()
     parts.setServiceParent(top)
     edge = build_edge(config, reactor, parts, workers=count)
-    SighupService(reactor, edge.reload).setServiceParent(parts)
     ChannelService(reactor, edge).setServiceParent(top)
     drain = DrainService(HealthResource(), lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
@@ -123,6 +121,11 @@ class WorkerProtocol(PromptAMP):
     def purge(self, image_hash: str) -> dict:
         removed = self._edge.images.purge(image_hash)
         return {"removed": json.dumps(removed["memory"]).encode()}
+
+    @Reload.responder
+    def reload(self) -> dict:
+        self._edge.reload()
+        return {}
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

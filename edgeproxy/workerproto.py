@@ -7,8 +7,8 @@ entry (`Reserve`) and tell it when the file is in place (`Written`), when they r
 one (`Touch`, a hit for the eviction policy) and when they found one corrupt
 (`Forget`); before they fetch an original they claim it (`Claim`), hear whether
 another worker waits on it (`Wanted`), and say how the fetch went (`Release`), so that
-one worker fetches it for all (edgeproxy.claims). The supervisor asks workers for their counters and metrics (`Snapshot`)
-and to purge an image (`Purge`).
+one worker fetches it for all (edgeproxy.claims). The supervisor asks workers for their counters and metrics (`Snapshot`),
+to purge an image (`Purge`) and to reload what can change live (`Reload`).
 """
 
 from __future__ import annotations
@@ -131,3 +131,12 @@ class Purge(amp.Command):
 
     arguments = [(b"image_hash", amp.Unicode())]
     response = [(b"removed", BigBytes())]
+
+
+class Reload(amp.Command):
+    """
+    (To a worker) the supervisor got SIGHUP: reload what can change live. A message, not
+    a signal: a worker still starting reads it once it is up, where SIGHUP would kill it.
+    """
+
+    requiresAnswer = False

@@ -1,4 +1,4 @@
-"""SIGHUP reloads the token maps of a real `twistd` without dropping a connection; a broken map is refused."""
+"""SIGHUP reloads the token maps of a real `twistd` without dropping a connection; a broken map is refused; no SIGHUP kills the proxy or a worker."""
 
 import http.client
 import os
@@ -186,3 +186,21 @@ def test_a_sighup_once_the_process_is_stopping_is_ignored():
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_sighup_while_workers_start_reaches_them_and_kills_none(tmp_path):
+    """
+    `systemctl reload` right after `systemctl start` (or while a dead worker is being
+    replaced) killed the workers still importing: SIGHUP was forwarded to them as a
+    signal before they had a handler. It now reaches each as a message, read once it is up.
+    """
+    config = write_config(tmp_path, {("origins", "chain"): "local shards"})
+    twistd = Twistd(config, tmp_path, workers=2, serving=False)
+    try:
+        twistd.wait_for_log("worker 1 started: pid")  # both spawned, neither has imported edgeproxy yet
+        os.kill(twistd.process.pid, signal.SIGHUP)
+        twistd.wait_for_log("EdgeSite starting on", 2, seconds=60)
+        assert [line.split("] ", 1)[1] for line in twistd.log.read_text().splitlines() if "ended:" in line] == []
+        twistd.wait_for_log("token map reloaded", 2)
+    finally:
+        assert twistd.stop() == -signal.SIGTERM

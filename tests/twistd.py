@@ -22,11 +22,14 @@ _ADMIN_PORT = re.compile(r"\] Site starting on (\d+)")
 
 
 class Twistd:
-    def __init__(self, config: str, workdir: Path, workers: int = 1):
+    def __init__(self, config: str, workdir: Path, workers: int = 1, serving: bool = True):
+        """Returns once every worker serves, or (`serving` false) as soon as the process is started."""
         self.log = workdir / f"twistd-{next(_RUNS)}.log"
         env = dict(os.environ, PYTHONPATH=str(REPO))
         command = [TWISTD, "-n", "--pidfile=", "-l", str(self.log), "edgeproxy", "--config", config, "--workers", str(workers)]
         self.process = subprocess.Popen(command, cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+        if not serving:
+            return
         try:
             start = 20.0 if workers == 1 else 60.0  # each worker imports everything again; slow on a busy host
             self.port = self._wait_for_port(start)
@@ -50,7 +53,7 @@ class Twistd:
 
     def wait_for_log(self, text: str, count: int = 1, seconds: float = 20.0) -> None:
         deadline = time.monotonic() + seconds
-        while self.log.read_text().count(text) < count:
+        while (self.log.read_text() if self.log.exists() else "").count(text) < count:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"{text!r} was not logged {count} times")
             time.sleep(0.05)
