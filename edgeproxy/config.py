@@ -450,7 +450,7 @@ def _edge(section: _Section, parse_listen: Callable[[str], tuple[str, ...]]) -> 
 
 
 def _log(section: _Section) -> LogConfig:
-    target = section.get("access_log", str, "off")
+    target = section.get("access_log", str, "-")
     if target != "-" and target != "off":
         target = section.file("access_log")
     return LogConfig(

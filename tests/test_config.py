@@ -124,6 +124,16 @@ def test_sizes(raw, value):
     assert parse_size(raw) == value
 
 
+@pytest.mark.parametrize("raw, value", [(None, "-"), ("-", "-"), ("off", None)])
+def test_the_access_log_goes_to_standard_output_unless_told_otherwise(tmp_path, raw, value):
+    """
+    README: `access_log = -`, standard output (journald under systemd), is the default;
+    yet a config without [log] logged no request at all.
+    """
+    changes = {("log", "access_log"): raw} if raw is not None else {}
+    assert load_config(write_config(tmp_path, changes)).log.access_log == value
+
+
 @pytest.mark.parametrize("raw, value", [(None, 0), ("auto", 0), ("1", 1), ("8", 8)])
 def test_workers(tmp_path, raw, value):
     """0 means one per CPU; the bundled file says auto."""
