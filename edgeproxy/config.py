@@ -256,8 +256,26 @@ def parse_endpoints(raw: str) -> tuple[str, ...]:
         try:
             serverFromString(reactor, description)
         except Exception as exc:  # Twisted's parsers raise many types, pyOpenSSL its own
+            if description.startswith("systemd:") and isinstance(exc, (IndexError, KeyError)):
+                raise ValueError(_not_passed_by_systemd(description)) from None
             raise ValueError(f"{description!r} is not a server endpoint: {exc}") from None
     return endpoints
+
+
+def _not_passed_by_systemd(description: str) -> str:
+    """
+    Twisted's words for a `systemd:` socket that is not there are `list index out of
+    range` or the bare name: say which socket, what systemd passed, and where it comes from.
+    """
+    options = dict(part.partition("=")[::2] for part in description.split(":")[1:])
+    wanted = f"named {options['name']!r}" if "name" in options else f"at index {options.get('index')}"
+    seen = [f"{key}={os.environ[key]}" if key in os.environ else f"{key} unset" for key in ("LISTEN_FDS", "LISTEN_FDNAMES")]
+    if os.environ.get("LISTEN_PID", str(os.getpid())) != str(os.getpid()):
+        seen.append(f"LISTEN_PID={os.environ['LISTEN_PID']}, not this process")
+    return (
+        f"{description!r}: systemd passed no socket {wanted} ({', '.join(seen)}): "
+        "start edgeproxy through its socket unit (systemd/edgeproxy.socket)"
+    )
 
 
 def parse_template(raw: str) -> str:

@@ -134,6 +134,27 @@ def test_the_access_log_goes_to_standard_output_unless_told_otherwise(tmp_path, 
     assert load_config(write_config(tmp_path, changes)).log.access_log == value
 
 
+@pytest.mark.parametrize(
+    "listen, missing",
+    [("systemd:domain=INET:index=0", "at index 0"), ("systemd:domain=INET:name=edgeproxy-http", "named 'edgeproxy-http'")],
+)
+def test_a_systemd_socket_that_systemd_did_not_pass_is_named(tmp_path, monkeypatch, listen, missing):
+    """
+    Started without its socket unit, the proxy said only `... is not a server endpoint:
+    list index out of range` (or the bare socket name): now which socket is missing, what
+    systemd passed, and where the socket comes from.
+    """
+    for key in ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"):
+        monkeypatch.delenv(key, raising=False)
+    path = write_config(tmp_path, {("edge", "listen"): listen})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: [edge] listen: {listen!r}: systemd passed no socket {missing} (LISTEN_FDS unset, LISTEN_FDNAMES unset): "
+        "start edgeproxy through its socket unit (systemd/edgeproxy.socket)"
+    )
+
+
 @pytest.mark.parametrize("raw, value", [(None, 0), ("auto", 0), ("1", 1), ("8", 8)])
 def test_workers(tmp_path, raw, value):
     """0 means one per CPU; the bundled file says auto."""

@@ -48,6 +48,7 @@ def test_errors_through_the_real_process(proxy):
         ({("cache", "memory_bytes"): "lots"}, "[cache] memory_bytes: 'lots' is not a size"),
         ({("edge", "listen"): None}, "[edge] listen: missing (required)"),
         ({("edge", "listen"): "tcp:port"}, "[edge] listen: 'tcp:port' is not a server endpoint"),
+        ({("edge", "listen"): "systemd:domain=INET:index=0"}, "systemd passed no socket at index 0"),
     ],
 )
 def test_bad_config_stops_startup_with_one_line(tmp_path, changes, expected):
