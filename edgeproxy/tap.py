@@ -14,10 +14,7 @@ from edgeproxy.reactor import install_unless_chosen
 
 install_unless_chosen()  # before any import below pulls in the default reactor
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Factory
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -33,6 +30,7 @@ from edgeproxy.accesslog import AccessLog, Sampler, open_access_log
 from edgeproxy.http1 import EdgeSite
 from edgeproxy.httpserver import EdgeHandler
 from edgeproxy.imageservice import AbsentImages, ImageService
+from edgeproxy.listeners import listen
 from edgeproxy.memorytier import MemoryTier
 from edgeproxy.metrics import TrafficHistory
 from edgeproxy.origins.fallback import FallbackOrigin
@@ -78,11 +76,16 @@ def makeService(options: Options) -> IService:
 
 
 def _build_service(options: Options) -> IService:
+    """A wrong config, or a port it names that cannot be opened, stops here: one line, exit status 2."""
     try:
-        config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]))
+        return _build(options)
     except ConfigError as error:
         sys.stderr.write(f"edgeproxy: {error}\n")
         raise SystemExit(2) from None
+
+
+def _build(options: Options) -> IService:
+    config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]))
     if options["worker-of"]:
         from edgeproxy.worker import build_worker
 
@@ -120,6 +123,7 @@ def build_service(config: Config) -> MultiService:
     """
     Started in order and stopped in reverse, one after another: the public listeners
     drain first, then the admin port closes, then the parts in-flight requests needed.
+    Every port is open when this returns (edgeproxy.listeners).
     """
     from twisted.internet import reactor
 
@@ -130,18 +134,14 @@ def build_service(config: Config) -> MultiService:
     SighupService(reactor, edge.reload).setServiceParent(parts)
     health = HealthResource()
     status = StatusResource(edge.images, edge.history, lambda: edge.backends)
-    _listen(reactor, config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
+    listen(reactor, f"{config.path}: [edge] admin_listen", config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
     drain = DrainService(health, lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
-    _listen(reactor, config.edge.listen, edge.site, drain)
+    listen(reactor, f"{config.path}: [edge] listen", config.edge.listen, edge.site, drain)
     if config.tls is not None:
-        _listen(reactor, config.tls.listen, tls_factory(SNIServerContexts(config.tls.certificates), edge.site), drain)
+        factory = tls_factory(SNIServerContexts(config.tls.certificates), edge.site)
+        listen(reactor, f"{config.path}: [tls] listen", config.tls.listen, factory, drain)
     return top
-
-
-def _listen(reactor: object, descriptions: tuple[str, ...], factory: Factory, parent: MultiService) -> None:
-    for description in descriptions:
-        StreamServerEndpointService(serverFromString(reactor, description), factory).setServiceParent(parent)
 
 
 @dataclass(frozen=True)

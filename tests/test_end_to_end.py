@@ -69,6 +69,22 @@ def test_bad_token_map_stops_startup(tmp_path):
     assert result.stderr.strip() == f"edgeproxy: {path}: [shards] tokenmap: {tmp_path / 'map.ini'}: bound 0050 is out of order (bounds must increase)"
 
 
+@pytest.mark.parametrize("key", ["listen", "admin_listen"])
+def test_a_port_in_use_stops_startup_with_one_line(tmp_path, key):
+    """
+    A public or admin port that cannot be opened was only logged: the process ran on
+    without it, its admin port's /healthz saying 200 with no public listener.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        path = write_config(tmp_path, {("edge", key): endpoint})
+        result = run_twistd(path, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"edgeproxy: {path}: [edge] {key}: {endpoint!r} cannot listen: Address already in use"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="needs systemd-socket-activate")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_socket_activation_through_a_systemd_endpoint(tmp_path, workers):
