@@ -21,10 +21,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -33,6 +31,7 @@ from edgeproxy.admin import HealthResource, PurgeResource, finish_later
 from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.imageservice import CacheCounts
+from edgeproxy.listeners import listen
 from edgeproxy.metrics import TrafficHistory
 from edgeproxy.services import HookService, cancelling
 from edgeproxy.statuspage import StatusResource
@@ -79,8 +78,7 @@ def build_admin(reactor: object, config: Config, pool: WorkerPool, disk: DiskOwn
     root.putChild(b"metrics", _Async(workers.metrics_text, b"text/plain; version=0.0.4; charset=utf-8"))
     root.putChild(b"status", _Async(workers.status_page, b"text/html; charset=utf-8"))
     root.putChild(b"purge", PurgeResource(workers.purge))
-    for description in config.edge.admin_listen:
-        StreamServerEndpointService(serverFromString(reactor, description), Site(root)).setServiceParent(top)
+    listen(reactor, f"{config.path}: [edge] admin_listen", config.edge.admin_listen, Site(root), top)
 
 
 class Workers:

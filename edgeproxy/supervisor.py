@@ -14,9 +14,8 @@ import socket
 import sys
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -25,6 +24,7 @@ from twisted.python.failure import Failure
 from edgeproxy.admin import HealthResource
 from edgeproxy.config import Config
 from edgeproxy.diskowner import DiskOwner
+from edgeproxy.listeners import cannot_listen, open_port
 from edgeproxy.reload import SighupService
 from edgeproxy.services import HookService, SequentialService, cancelling, thread_pool
 from edgeproxy.remoterender import render_for_worker
@@ -58,7 +58,9 @@ def build_supervisor(config: Config, workers: int) -> MultiService:
     renderer = None
     if config.resize.render_mode == "processes":  # one pool for all workers: a render process per CPU at most
         renderer = render_processes(config, reactor, parts, min(available_cpus(), config.resize.render_workers * workers))
-    pool = WorkerPool(reactor, config, workers, disk, health, renderer)
+    tls = [(f"{config.path}: [tls] listen", d) for d in config.tls.listen] if config.tls is not None else []
+    listeners = SharedListeners(reactor, [(f"{config.path}: [edge] listen", d) for d in config.edge.listen] + tls)
+    pool = WorkerPool(reactor, config, workers, disk, health, listeners, renderer)
     SighupService(reactor, pool.reload).setServiceParent(parts)
     build_admin(reactor, config, pool, disk, health, parts, top)
     pool.setServiceParent(top)
@@ -76,37 +78,29 @@ class SharedListener(Factory):
 
 class SharedListeners:
     """
-    The public sockets, opened once and handed to every worker (and every replacement).
+    The public sockets, opened once as the tree is built (a port that cannot be opened
+    stops start-up, edgeproxy.listeners) and handed to every worker (and every replacement).
     A TCP endpoint is a socket bound with SO_REUSEPORT that never listens: it holds the
     port (port 0 gets its number here), and each worker binds its own listening socket
     beside it, so the kernel spreads new connections evenly over the workers. Any other
     endpoint (`systemd:`, `unix:`) is one listening socket every worker accepts on.
     """
 
-    def __init__(self, reactor: object, descriptions: tuple[str, ...]):
-        self._reactor = reactor
-        self._descriptions = descriptions
+    def __init__(self, reactor: object, descriptions: list[tuple[str, str]]):
+        """`descriptions`: (where, endpoint) pairs, where naming the key as in `PATH: [edge] listen`."""
         self._ports: list = []
         self._sockets: list[socket.socket | None] = []
-
-    def open(self) -> Deferred:
-        return gatherResults([self._open(d) for d in self._descriptions], consumeErrors=True).addCallback(self._opened)
-
-    def _open(self, description: str) -> Deferred:
-        endpoint = serverFromString(self._reactor, description)
-        if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
-            return maybeDeferred(_reserve_port, endpoint)
-        return endpoint.listen(SharedListener())
-
-    def _opened(self, opened: list) -> None:
-        for item in opened:
-            if isinstance(item, socket.socket):
-                self._sockets.append(item)
-                log.info("public port {port} reserved (SO_REUSEPORT): the workers listen on it", port=item.getsockname()[1])
+        for where, description in descriptions:
+            endpoint = serverFromString(reactor, description)
+            if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+                held = _reserve_port(where, description, endpoint)
+                self._sockets.append(held)
+                log.info("public port {port} reserved (SO_REUSEPORT): the workers listen on it", port=held.getsockname()[1])
             else:
-                item.stopReading()  # the workers accept; this process only keeps the socket open
-                item._shouldShutdown = False  # closing our copy must not shut the socket down under the workers
-                self._ports.append(item)
+                port = open_port(reactor, where, description, SharedListener())
+                port.stopReading()  # the workers accept; this process only keeps the socket open
+                port._shouldShutdown = False  # closing our copy must not shut the socket down under the workers
+                self._ports.append(port)
                 self._sockets.append(None)
 
     @property
@@ -124,7 +118,7 @@ class SharedListeners:
         self._ports, self._sockets = [], []
 
 
-def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
+def _reserve_port(where: str, description: str, endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
     held = socket.socket(family, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -132,13 +126,20 @@ def _reserve_port(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.s
         held.bind((endpoint._interface, endpoint._port))  # Twisted keeps these private
     except OSError as error:
         held.close()
-        raise CannotListenError(endpoint._interface, endpoint._port, error) from None
+        raise cannot_listen(where, description, error) from None
     return held
 
 
 class WorkerPool(Service):
     def __init__(
-        self, reactor: object, config: Config, count: int, disk: DiskOwner, health: HealthResource, renderer: IRenderer | None = None
+        self,
+        reactor: object,
+        config: Config,
+        count: int,
+        disk: DiskOwner,
+        health: HealthResource,
+        listeners: SharedListeners,
+        renderer: IRenderer | None = None,
     ):
         """`renderer`: the render processes every worker's renders go to (render_mode = processes)."""
         self._reactor = reactor
@@ -147,21 +148,13 @@ class WorkerPool(Service):
         self._disk = disk
         self._renderer = renderer
         self._health = health
-        tls = config.tls.listen if config.tls is not None else ()
-        self._listeners = SharedListeners(reactor, config.edge.listen + tls)
+        self._listeners = listeners
         self.workers: dict[int, WorkerProcess] = {}
         self._delays: dict[int, float] = {}
         self._stopped: Deferred | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._listeners.open().addCallbacks(self._spawn_all, self._cannot_listen)
-
-    def _cannot_listen(self, failure: Failure) -> None:
-        log.error("edgeproxy cannot listen: {f}", f=failure.value)
-        self._reactor.stop()
-
-    def _spawn_all(self, _: object) -> None:
         for index in range(self.count):
             self._spawn(index)
 

@@ -22,7 +22,7 @@ from edgeproxy import diskentry
 from tests.configs import REPO, write_config
 from tests.images import name_of, photo
 from tests.tlscerts import LoopbackCA
-from tests.twistd import TWISTD, Twistd, alive, children_of, command_line
+from tests.twistd import TWISTD, Twistd, alive, children_of, command_line, run_twistd
 
 SAMPLE = "a6fc62329945ddc6aa13a641fe0a90d0885d04a4"
 
@@ -261,6 +261,22 @@ def test_an_ssl_endpoint_is_refused_with_workers(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().endswith("cannot be shared by 2 workers: use a [tls] section (or --workers 1)")
+
+
+@pytest.mark.parametrize("key", ["listen", "admin_listen"])
+def test_a_port_in_use_stops_the_supervisor_with_one_line(tmp_path, key):
+    """
+    A public port that could not be opened made the supervisor call reactor.stop() before
+    the reactor ran (ReactorNotRunning): it went on serving an admin port for no worker.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        path = write_config(tmp_path, {("edge", key): endpoint})
+        result = run_twistd(path, tmp_path, workers=2)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"edgeproxy: {path}: [edge] {key}: {endpoint!r} cannot listen: Address already in use"]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")

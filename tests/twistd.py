@@ -119,8 +119,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def run_twistd(config: str, workdir: Path) -> subprocess.CompletedProcess:
+def run_twistd(config: str, workdir: Path, workers: int = 1) -> subprocess.CompletedProcess:
     """Run twistd to completion (for configs that must stop it at once)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config, "--workers", "1"]
+    command = [TWISTD, "-n", "--pidfile=", "edgeproxy", "--config", config, "--workers", str(workers)]
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=30)
