@@ -471,11 +471,25 @@ def _log(section: _Section) -> LogConfig:
     target = section.get("access_log", str, "-")
     if target != "-" and target != "off":
         target = section.file("access_log")
+        _check_appendable(section, "access_log", target)
     return LogConfig(
         access_log=None if target == "off" else target,
         success_rate=section.get("success_rate", _parse_rate, 0.01),
         errors_per_minute=section.get("errors_per_minute", parse_count, 600),
     )
+
+
+def _check_appendable(section: _Section, key: str, path: str) -> None:
+    """
+    Opened as the access log will be (creating it): a folder that does not exist or
+    cannot be written is refused here, where it used to end a single process in a
+    traceback and every worker at its start, replaced forever.
+    """
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise section.fail(key, f"{path}: cannot be opened for appending: {error.strerror}") from None
 
 
 def _parse_rate(raw: str) -> float:

@@ -60,6 +60,7 @@ def test_the_bundled_config_loads():
         ({("edge", "workers"): "many"}, "[edge] workers: 'many' is not auto or a number of processes from 1 to 256"),
         ({("cache", "memroy_bytes"): "1GiB"}, "[cache] memroy_bytes: unknown key"),
         ({("cahce", "memory_bytes"): "1GiB"}, "[cahce]: unknown section"),
+        ({("log", "access_log"): "/nonexistent/dir/access.jsonl"}, "[log] access_log: /nonexistent/dir/access.jsonl: cannot be opened for appending: No such file or directory"),
     ],
 )
 def test_each_kind_of_mistake_is_one_line_naming_file_section_and_key(tmp_path, changes, expected):

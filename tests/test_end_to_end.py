@@ -61,6 +61,22 @@ def test_bad_config_stops_startup_with_one_line(tmp_path, changes, expected):
     assert expected in lines[0]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_access_log_that_cannot_be_opened_stops_startup_with_one_line(tmp_path, workers):
+    """
+    It was accepted, then a single process died of a traceback at start, and with
+    workers every worker died at its start and was replaced forever, the supervisor
+    looking healthy.
+    """
+    access_log = tmp_path / "no-such-folder" / "access.jsonl"
+    path = write_config(tmp_path, {("log", "access_log"): str(access_log)})
+    result = run_twistd(path, tmp_path, workers)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"edgeproxy: {path}: [log] access_log: {access_log}: cannot be opened for appending: No such file or directory"
+    ]
+
+
 def test_bad_token_map_stops_startup(tmp_path):
     (tmp_path / "map.ini").write_text("[tokenmap]\n0100 = a:1\n0050 = b:1\nffff = c:1\n")
     path = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): str(tmp_path / "map.ini")})
