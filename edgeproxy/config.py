@@ -7,6 +7,7 @@ nothing ever starts half-configured.
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from twisted.internet.endpoints import serverFromString
 
 from edgeproxy.eviction import POLICIES
 from edgeproxy.http1 import ConnectionLimits
-from edgeproxy.ini import IniError, read_ini
+from edgeproxy.ini import IniError, parse_ini, read_text
 from edgeproxy.origins import render_template
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.origins.hedging import HedgePolicy
@@ -155,6 +156,7 @@ class SecurityConfig:
 @dataclass(frozen=True)
 class Config:
     path: str
+    text: str  # the file as read: a supervisor gives it to every worker it starts, whatever becomes of the file
     edge: EdgeConfig
     cache: CacheConfig
     origins: OriginsConfig
@@ -373,14 +375,16 @@ def parse_presets(max_dimension: int) -> Callable[[str], dict[str, Geometry]]:
     return parse
 
 
-def load_config(path: str, inherited_listeners: bool = False) -> Config:
+def load_config(path: str, inherited_listeners: bool = False, text: str | None = None) -> Config:
     """
     Read and validate the whole file; raises ConfigError with one line. A worker
     process (`inherited_listeners`) serves sockets its supervisor opened from the
     public endpoints (checked there): it does not parse them again, since a `systemd:`
-    endpoint only parses in the process systemd handed the sockets to.
+    endpoint only parses in the process systemd handed the sockets to. `text` is the
+    file's content read before (by the supervisor, at its start), checked instead of
+    the file: it is still named `path`, its relative paths resolved from there.
     """
-    parser = _read(path)
+    parser, text = _read(path, text)
     origins = _origins(_Section(parser, path, "origins"))
     listen = (lambda raw: tuple(raw.split())) if inherited_listeners else parse_endpoints
     edge = _edge(_Section(parser, path, "edge"), listen)
@@ -389,6 +393,7 @@ def load_config(path: str, inherited_listeners: bool = False) -> Config:
         raise _Section(parser, path, "resize").fail("source_ext", f"{resize.source_ext!r} is not in [edge] extensions")
     return Config(
         path=path,
+        text=text,
         edge=edge,
         cache=_cache(_Section(parser, path, "cache")),
         origins=origins,
@@ -441,13 +446,15 @@ def _check_known(parser: configparser.ConfigParser, path: str) -> None:
                 raise ConfigError(f"{path}: [{name}] {key}: unknown key")
 
 
-def _read(path: str) -> configparser.ConfigParser:
+def _read(path: str, text: str | None = None) -> tuple[configparser.ConfigParser, str]:
+    """What the file says, and its text (or what `text`, read from it before, says)."""
     try:
-        parser = read_ini(path)
+        text = read_text(path) if text is None else text
+        parser = parse_ini(text, path)
     except IniError as error:
         raise ConfigError(f"{path}: {error}") from None
     _check_known(parser, path)
-    return parser
+    return parser, text
 
 
 def _edge(section: _Section, parse_listen: Callable[[str], tuple[str, ...]]) -> EdgeConfig:
@@ -613,7 +620,27 @@ def load_shards(path: str) -> ShardsConfig:
     in force. The whole file is checked for unknown keys too, so a misspelt `previous`
     is refused rather than read as "no previous map".
     """
-    return _shards(_Section(_read(path), path, "shards"))
+    return _shards(_Section(_read(path)[0], path, "shards"))
+
+
+def with_reloaded_maps(text: str, path: str) -> str:
+    """
+    `text`, the config a supervisor started with, naming the `[shards] tokenmap` and
+    `previous` the file at `path` names now, checked as SIGHUP checks them (ConfigError
+    if refused): what a reload put in force in the workers, for a worker started after
+    it. Every other key stays as at start, as it does in the workers.
+    """
+    live, _ = _read(path)
+    _shards(_Section(live, path, "shards"))
+    parser, _ = _read(path, text)
+    for key in ("tokenmap", "previous"):  # as written: relative to the same folder
+        if live.has_option("shards", key):
+            parser.set("shards", key, live.get("shards", key))
+        else:
+            parser.remove_option("shards", key)
+    out = io.StringIO()
+    parser.write(out)
+    return out.getvalue()
 
 
 def _shards(section: _Section) -> ShardsConfig:

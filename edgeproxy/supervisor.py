@@ -17,12 +17,14 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from edgeproxy.admin import HealthResource
-from edgeproxy.config import Config
+from edgeproxy.config import Config, ConfigError, with_reloaded_maps
 from edgeproxy.diskowner import DiskOwner
 from edgeproxy.listeners import cannot_listen, open_port
 from edgeproxy.reload import SighupService
@@ -52,7 +54,8 @@ def build_supervisor(config: Config, workers: int) -> MultiService:
     parts = MultiService()
     parts.setServiceParent(top)
     cache = config.cache
-    disk = DiskOwner(cache.disk_path, cache.disk_bytes, reactor, reactor, thread_pool("edgeproxy-disk", 2, parts), cache.policy)
+    disk_pool = thread_pool("edgeproxy-disk", 2, parts)
+    disk = DiskOwner(cache.disk_path, cache.disk_bytes, reactor, reactor, disk_pool, cache.policy)
     HookService(start=disk.start).setServiceParent(parts)
     health = HealthResource()
     renderer = None
@@ -60,7 +63,7 @@ def build_supervisor(config: Config, workers: int) -> MultiService:
         renderer = render_processes(config, reactor, parts, min(available_cpus(), config.resize.render_workers * workers))
     tls = [(f"{config.path}: [tls] listen", d) for d in config.tls.listen] if config.tls is not None else []
     listeners = SharedListeners(reactor, [(f"{config.path}: [edge] listen", d) for d in config.edge.listen] + tls)
-    pool = WorkerPool(reactor, config, workers, disk, health, listeners, renderer)
+    pool = WorkerPool(reactor, config, workers, disk, disk_pool, health, listeners, renderer)
     SighupService(reactor, pool.reload).setServiceParent(parts)
     build_admin(reactor, config, pool, disk, health, parts, top)
     pool.setServiceParent(top)
@@ -137,13 +140,19 @@ class WorkerPool(Service):
         config: Config,
         count: int,
         disk: DiskOwner,
+        files: ThreadPool,
         health: HealthResource,
         listeners: SharedListeners,
         renderer: IRenderer | None = None,
     ):
-        """`renderer`: the render processes every worker's renders go to (render_mode = processes)."""
+        """
+        `files`: where the config is read again on SIGHUP; `renderer`: the render
+        processes every worker's renders go to (render_mode = processes).
+        """
         self._reactor = reactor
         self._config = config
+        self.config_text = config.text  # what every worker starts with, replacements too
+        self._files = files
         self.count = count
         self._disk = disk
         self._renderer = renderer
@@ -166,6 +175,7 @@ class WorkerPool(Service):
         self.workers[index] = process
 
     def _command(self, index: int) -> list[str]:
+        """The config's text goes on the worker's stdin (WorkerProcess); --config names it and the folder its paths are in."""
         bootstrap = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
         return [
             sys.executable, "-c", bootstrap, "-n", "--pidfile=", "--logger", "edgeproxy.worker.log_observer",
@@ -197,12 +207,20 @@ class WorkerPool(Service):
         """
         SIGHUP: every worker re-reads its token maps. Over the channel, not by signal: a
         worker still importing has no handler yet and SIGHUP would kill it, while the
-        channel keeps the message until the worker is up.
+        channel keeps the message until the worker is up. A worker started after it is
+        given the maps the reload named (not the rest of the file, which may be edited
+        for the next restart).
         """
         log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
         for process in list(self.workers.values()):
             if process.channel is not None:
                 process.channel.reload()
+        if self._config.shards is not None:
+            d = deferToThreadPool(self._reactor, self._files, with_reloaded_maps, self.config_text, self._config.path)
+            d.addCallbacks(self._reloaded, lambda failure: failure.trap(ConfigError))  # the workers log why
+
+    def _reloaded(self, text: str) -> None:
+        self.config_text = text
 
     def channels(self) -> list[tuple[int, amp.AMP]]:
         return [(i, p.channel) for i, p in sorted(self.workers.items()) if p.channel is not None]
@@ -255,6 +273,7 @@ class WorkerProcess(ProcessProtocol):
         log.info("worker {i} started: pid {pid}", i=self.index, pid=self.pid)
 
     def connectionMade(self) -> None:
+        self.transport.write(self._pool.config_text.encode("utf-8"))
         self.transport.closeStdin()
 
     def childDataReceived(self, fd: int, data: bytes) -> None:

@@ -58,7 +58,7 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", DEFAULT_CONFIG, "Path of the INI configuration file."],
         ["workers", "w", None, "Worker processes sharing the listeners (default: [edge] workers, else the CPU count).", int],
-        ["worker-of", None, None, "Internal: run as worker I of N (I/N) under a supervisor."],
+        ["worker-of", None, None, "Internal: run as worker I of N (I/N) under a supervisor, which sends the config on stdin."],
     ]
 
     def postOptions(self) -> None:
@@ -85,7 +85,9 @@ def _build_service(options: Options) -> IService:
 
 
 def _build(options: Options) -> IService:
-    config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]))
+    # a worker runs the config its supervisor started with: the file may have been edited since
+    text = sys.stdin.buffer.read().decode("utf-8") if options["worker-of"] else None
+    config = load_config(options["config"], inherited_listeners=bool(options["worker-of"]), text=text)
     if options["worker-of"]:
         from edgeproxy.worker import build_worker
 

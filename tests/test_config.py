@@ -2,7 +2,7 @@ import configparser
 
 import pytest
 
-from edgeproxy.config import ConfigError, load_config, load_shards, parse_duration, parse_size
+from edgeproxy.config import ConfigError, load_config, load_shards, parse_duration, parse_size, with_reloaded_maps
 from edgeproxy.origins.health import HealthPolicy
 from edgeproxy.urls import Geometry
 from tests.configs import REPO, write_config
@@ -200,6 +200,19 @@ def test_the_shards_section_alone_is_read_as_the_file_says_now_and_checked_as_at
     write_config(tmp_path, {("shards", "previos"): "old.ini"})
     with pytest.raises(ConfigError, match=r"\[shards\] previos: unknown key"):
         load_shards(path)
+
+
+def test_a_worker_started_after_a_reload_gets_its_maps_and_every_other_key_as_at_start(tmp_path):
+    """What a supervisor gives a worker it starts after SIGHUP; the maps' paths stay relative to the file's folder."""
+    (tmp_path / "old.ini").write_text("[tokenmap]\nffff = old-a:80 old-b:80\n")
+    (tmp_path / "new.ini").write_text("[tokenmap]\nffff = new-a:80 new-b:80\n")
+    path = write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): "old.ini", ("shards", "previous"): "old.ini"})
+    started = load_config(path)
+    write_config(tmp_path, {("origins", "chain"): "shards", ("shards", "tokenmap"): "new.ini", ("cache", "memory_bytes"): "1GiB"})
+    given = load_config(path, text=with_reloaded_maps(started.text, path))
+    assert given.shards.tokenmap.owner(0) == ("new-a:80", "new-b:80")
+    assert given.shards.previous is None
+    assert given.cache.memory_bytes == 64 << 20
 
 
 S3_REGIONS = {

@@ -114,6 +114,38 @@ async def test_the_readme_resharding_procedure_puts_the_edited_maps_in_force(tmp
         assert twistd.stop() == -signal.SIGTERM
 
 
+def replace_both_workers(twistd: Twistd) -> None:
+    for pid in twistd.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    twistd.wait_for_log("EdgeSite starting on", 4, seconds=60)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_started_after_a_reload_serves_the_maps_the_reload_put_in_force(tmp_path, backends):
+    """
+    A replacement worker starts with the config the supervisor started with (an edit
+    for the next restart, here [edge] hostnames, does not reach it), but with the maps
+    the last reload named: it asked the map of before the reload, which answered 404.
+    """
+    image = RESHARDED[0]
+    old, new = backends({}), backends({f"/{name_of(image)}.jpg": image})
+    (tmp_path / "tokenmap-32.ini").write_text(f"[tokenmap]\nffff = {old.address}\n")
+    (tmp_path / "tokenmap-64.ini").write_text(f"[tokenmap]\nffff = {new.address}\n")
+    twistd = await threads.deferToThread(Twistd, write_config(tmp_path, shards("tokenmap-32.ini")), tmp_path, 2)
+    try:
+        changes = {**shards("tokenmap-64.ini"), ("edge", "hostnames"): "img9.example.com"}
+        await threads.deferToThread(edit_and_reload, twistd, tmp_path, changes, "token map reloaded", 2)
+        await threads.deferToThread(replace_both_workers, twistd)
+        connection = http.client.HTTPConnection("127.0.0.1", twistd.port, timeout=10)
+        try:
+            assert (await threads.deferToThread(get, connection, image))[:2] == (200, image)
+        finally:
+            connection.close()
+        assert old.hits == 0
+    finally:
+        assert twistd.stop() == -signal.SIGTERM
+
+
 def reload_during_a_fetch(
     twistd: Twistd, config_dir, changes: dict, workers: int, connection: http.client.HTTPConnection, image: bytes, asked
 ) -> int:

@@ -232,6 +232,35 @@ def test_a_killed_worker_is_replaced(two, originals):
     assert metrics(two)[("edgeproxy_workers", ())] == 2
 
 
+def edit_for_the_next_restart(path: str, tmp_path, edit: str) -> None:
+    if edit == "broken":
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write("\n[edge2]\nlisten = tcp:9\n")
+    else:  # valid, and not what the running workers serve
+        write_config(tmp_path, {("local", "root"): "originals", ("edge", "hostnames"): "img9.example.com"})
+
+
+@pytest.mark.parametrize("edit", ["broken", "valid"])
+def test_replacement_workers_run_the_config_the_supervisor_started_with(tmp_path, originals, edit):
+    """
+    Each replacement read the file again: an edit waiting for the next restart made it
+    exit 2 at every respawn, forever (a broken one), or serve another config than the
+    rest of the pool (a valid one). Relative paths still resolve from the file's folder.
+    """
+    path = write_config(tmp_path, {("local", "root"): "originals"})
+    proxy = Twistd(path, tmp_path, workers=2)
+    try:
+        edit_for_the_next_restart(path, tmp_path, edit)
+        for pid in proxy.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        proxy.wait_for_log("EdgeSite starting on", 4, seconds=60)
+        assert settle(lambda: len(proxy.worker_pids()) == 2)
+        assert set(fetch_many(proxy, originals)) <= {"MISS", "HIT-DISK"}
+        assert proxy.log.read_text().count("ended:") == 2, "only the two workers killed"
+    finally:
+        proxy.stop()
+
+
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path, originals):
     proxy = Twistd(configure(tmp_path), tmp_path, workers=2)
     workers = proxy.worker_pids()
