@@ -234,9 +234,11 @@ class ImageService:
             body = await self._origin.fetch(request.image_hash, request.ext)
             obj = _as_image(request, body)
         except OriginFailure as failure:
-            absent = failure.kind is FailureKind.NOT_FOUND
+            absent = failure.kind is FailureKind.NOT_FOUND and era == self._absent.era
             if absent:
                 self._absent.add(request.key, era)
+            # a 404 asked for under token maps a reload has replaced is no answer for the
+            # waiters either: told ABSENT, they remembered it for negative_ttl
             self.disk.release(request.key, ABSENT if absent else FETCH)
             raise failure.to_edge_error() from failure
         except BaseException:

@@ -151,10 +151,11 @@ async def stored_original(tmp_path, pool, backends):  # noqa: F811
     return owner, a, b, request, shard, image
 
 
-def worker_images(disk: SharedDisk, clients, shard) -> ImageService:
+def worker_images(disk: SharedDisk, clients, shard, absent: AbsentImages | None = None) -> ImageService:
     """A worker's image service over `disk`, with an empty memory tier and the shard as its origin."""
+    absent = AbsentImages(60.0, reactor) if absent is None else absent  # an empty one is falsy
     return ImageService(MemoryTier(1 << 20, 1 << 20, "s3fifo", lambda *_: None), disk, pair_origin(clients, [shard]),
-                        reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), AbsentImages(60.0, reactor))
+                        reactor, SupervisorRenderer(), RenderQueue(1, 1, 1.0), absent)
 
 
 @pytest_twisted.ensureDeferred
@@ -279,6 +280,35 @@ async def test_a_worker_told_absent_by_the_claim_remembers_it(tmp_path, pool, ba
     assert [await at_once[0], await at_once[1]] == [404, 404] and shard.hits == 1
     assert [await status(first), await status(second)] == [404, 404]
     assert shard.hits == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_404_asked_for_under_maps_a_reload_replaced_is_no_answer_for_a_waiting_worker(tmp_path, pool, backends, clients):  # noqa: F811
+    """
+    Worker a asks the old pair, which lacks the image; a reload puts new maps in force in
+    both workers, and b, asking under them, waits on a's claim. a's 404 was handed to b as
+    ABSENT, and b answered 404 (and remembered it for negative_ttl) for an image the new
+    maps' pair holds.
+    """
+    image = photo(seed=44)
+    name = name_of(image)
+    request = ImageRequest(name, "jpg", None, None, f"{name}.jpg".encode())
+    shard = backends({})
+    shard.set_mode("slow")
+    shard.resource.slow_seconds = 0.3
+    owner, [(a, _), (b, _)] = await started(tmp_path, pool, 1 << 20)
+    absent = [AbsentImages(60.0, reactor), AbsentImages(60.0, reactor)]
+    first, second = worker_images(a, clients, shard, absent[0]), worker_images(b, clients, shard, absent[1])
+    old = first.fetch(request).addErrback(lambda f: f.trap(EdgeError) and f.value.status)
+    await deferLater(reactor, 0.1, lambda: None)  # a's request is at the origin, which will say 404
+    for cache in absent:
+        cache.forget_all()  # the reload, in each worker
+    shard.resource.files[f"/{name}.jpg"] = image  # where the new maps send b
+    new = second.fetch(request).addErrback(lambda f: f.trap(EdgeError) and f.value.status)
+    assert await old == 404
+    answer = await new
+    assert getattr(answer, "obj", None) is not None and answer.obj.body == image, answer
+    assert request.key not in absent[0] and request.key not in absent[1]
 
 
 @pytest_twisted.ensureDeferred
