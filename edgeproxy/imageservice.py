@@ -83,6 +83,9 @@ class AbsentImages:
         self.era += 1
 
 
+_NOT_A_REQUEST = CacheCounts()  # where a variant's own lookups of its original go: counted as no request's
+
+
 class ImageService:
     """
     Misses on one object are collapsed into one origin fetch; an object absent from
@@ -108,7 +111,6 @@ class ImageService:
         self._clock = clock
         self._absent = absent
         self.counts = CacheCounts()
-        self.original_counts = CacheCounts()  # the disk lookups of originals that variants are rendered from
         self.top_misses = TopKeys(64)
 
     def cached(self, request: ImageRequest) -> CachedObject | None:
@@ -168,7 +170,7 @@ class ImageService:
         original = self.memory.get(request.original().key)
         x_cache, origin_ms = b"RENDERED", None
         if original is None:
-            fetched = await self.fetch(request.original(), tenant, self.original_counts)
+            fetched = await self.fetch(request.original(), tenant, _NOT_A_REQUEST)
             original, origin_ms = fetched.obj, fetched.origin_ms
             x_cache = b"MISS" if fetched.x_cache == b"MISS" else b"RENDERED"
         rendering = self._clock.seconds()

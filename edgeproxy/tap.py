@@ -137,7 +137,7 @@ def build_service(config: Config) -> MultiService:
     health = HealthResource()
     status = StatusResource(edge.images, edge.history, lambda: edge.backends)
     listen(reactor, f"{config.path}: [edge] admin_listen", config.edge.admin_listen, Site(make_admin_root(health, edge.images, status)), top)
-    drain = DrainService(health, lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
+    drain = DrainService(health, edge.busy, reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
     listen(reactor, f"{config.path}: [edge] listen", config.edge.listen, edge.site, drain)
     if config.tls is not None:
@@ -156,6 +156,10 @@ class Edge:
     backends: list[GuardedBackend]
     reload: Callable[[], object]
     remote_renderer: SupervisorRenderer | None = None  # a worker's, given the channel once it is up
+
+    def busy(self) -> int:
+        """What a drain waits for: fills in flight, and HTTP/1.1 responses still being sent."""
+        return len(self.images.flights) + self.site.sending()
 
 
 def build_edge(config: Config, reactor: object, top: MultiService, workers: int = 1) -> Edge:

@@ -48,7 +48,7 @@ def build_worker(config: Config, index: int, count: int) -> MultiService:
     parts.setServiceParent(top)
     edge = build_edge(config, reactor, parts, workers=count)
     ChannelService(reactor, edge).setServiceParent(top)
-    drain = DrainService(HealthResource(), lambda: len(edge.images.flights) + edge.site.sending(), reactor, config.edge.drain_timeout)
+    drain = DrainService(HealthResource(), edge.busy, reactor, config.edge.drain_timeout)
     drain.setServiceParent(top)
     fds = iter(range(FIRST_LISTENER_FD, FIRST_LISTENER_FD + 64))
     for description in config.edge.listen:
