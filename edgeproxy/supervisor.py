@@ -152,6 +152,7 @@ class WorkerPool(Service):
         self._reactor = reactor
         self._config = config
         self.config_text = config.text  # what every worker starts with, replacements too
+        self._reloads: Deferred[None] = succeed(None)  # one after the other, in the order the SIGHUPs came
         self._files = files
         self.count = count
         self._disk = disk
@@ -212,15 +213,23 @@ class WorkerPool(Service):
         for the next restart).
         """
         log.info("SIGHUP: reloading {n} workers", n=len(self.workers))
-        for process in list(self.workers.values()):
-            if process.channel is not None:
-                process.channel.reload()
-        if self._config.shards is not None:
-            d = deferToThreadPool(self._reactor, self._files, with_reloaded_maps, self.config_text, self._config.path)
-            d.addCallbacks(self._reloaded, lambda failure: failure.trap(ConfigError))  # the workers log why
+        if self._config.shards is None:
+            return self._tell_workers()
+        # the text first, then the workers: one spawned meanwhile is given the new text or told
+        self._reloads.addCallback(lambda _: self._read_maps())
+        self._reloads.addCallbacks(self._reloaded, lambda failure: failure.trap(ConfigError))  # the workers log why
+        self._reloads.addBoth(lambda _: self._tell_workers())
+
+    def _read_maps(self) -> "Deferred[str]":
+        return deferToThreadPool(self._reactor, self._files, with_reloaded_maps, self.config_text, self._config.path)
 
     def _reloaded(self, text: str) -> None:
         self.config_text = text
+
+    def _tell_workers(self) -> None:
+        for process in list(self.workers.values()):
+            if process.channel is not None:
+                process.channel.reload()
 
     def channels(self) -> list[tuple[int, amp.AMP]]:
         return [(i, p.channel) for i, p in sorted(self.workers.items()) if p.channel is not None]
@@ -336,7 +345,7 @@ class OwnerProtocol(PromptAMP):
             self.callRemote(Wanted, key=key)
 
     def reload(self) -> None:
-        """The supervisor got SIGHUP; a worker that is gone is replaced, and the replacement reads the config anew."""
+        """The supervisor got SIGHUP; a replacement runs the supervisor's config text, with the maps of the last reload."""
         if self.transport is not None:
             self.callRemote(Reload)
 
