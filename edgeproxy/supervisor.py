@@ -123,6 +123,7 @@ class SharedListeners:
 
 def _reserve_port(where: str, description: str, endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+    _refuse_if_listened_on(where, description, family, (endpoint._interface, endpoint._port))  # Twisted keeps these private
     held = socket.socket(family, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -131,6 +132,23 @@ def _reserve_port(where: str, description: str, endpoint: TCP4ServerEndpoint | T
         held.close()
         raise cannot_listen(where, description, error) from None
     return held
+
+
+def _refuse_if_listened_on(where: str, description: str, family: socket.AddressFamily, address: tuple[str, int]) -> None:
+    """
+    SO_REUSEPORT lets any process of the same user bind beside our workers: a second
+    edgeproxy on the port started without an error and took a share of the first one's
+    connections. A socket with SO_REUSEADDR alone cannot bind where another listens (a
+    port still holding connections in TIME_WAIT stays free to it), so it tells.
+    """
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    except OSError as error:
+        raise cannot_listen(where, description, error) from None
+    finally:
+        probe.close()
 
 
 class WorkerPool(Service):

@@ -310,6 +310,27 @@ def test_a_port_in_use_stops_the_supervisor_with_one_line(tmp_path, key):
     assert result.stderr.splitlines() == [f"edgeproxy: {path}: [edge] {key}: {endpoint!r} cannot listen: Address already in use"]
 
 
+def test_a_second_edgeproxy_on_the_port_of_a_running_one_stops_with_one_line(tmp_path):
+    """
+    SO_REUSEPORT is for the supervisor's own workers: a second edgeproxy on the same port
+    (a stale copy, a manual test) started without an error and took a share of the first
+    one's connections, maybe with another configuration.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp:{probe.getsockname()[1]}:interface=127.0.0.1"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = Twistd(write_config(tmp_path / "first", {("edge", "listen"): endpoint}), tmp_path / "first", workers=2)
+    try:
+        path = write_config(tmp_path / "second", {("edge", "listen"): endpoint})
+        result = run_twistd(path, tmp_path / "second", workers=2)
+    finally:
+        first.stop()
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"edgeproxy: {path}: [edge] listen: {endpoint!r} cannot listen: Address already in use"]
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_tls_listeners_are_shared_by_the_workers(tmp_path, originals):
     ca = LoopbackCA(tmp_path)
