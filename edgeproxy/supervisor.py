@@ -123,11 +123,12 @@ class SharedListeners:
 
 def _reserve_port(where: str, description: str, endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> socket.socket:
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
-    _refuse_if_listened_on(where, description, family, (endpoint._interface, endpoint._port))  # Twisted keeps these private
+    address = (endpoint._interface, endpoint._port)  # Twisted keeps these private
+    _refuse_if_listened_on(where, description, family, address)
     held = socket.socket(family, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        held.bind((endpoint._interface, endpoint._port))  # Twisted keeps these private
+        held.bind(address)
     except OSError as error:
         held.close()
         raise cannot_listen(where, description, error) from None
